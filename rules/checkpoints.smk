@@ -1,0 +1,55 @@
+# EDM checkpoints: verified download (submit host), then one conversion into the project's safetensors format;
+# or, in the offline demo, a tiny EDM pre-trained with EDM's loss. Downstream rules read only the converted file.
+
+
+rule download_checkpoint:
+    output:
+        f"{S}/checkpoints/{{download_ckpt}}.pkl",
+    params:
+        url=lambda wc: config["checkpoints"][wc.download_ckpt]["url"],
+        sha256=lambda wc: config["checkpoints"][wc.download_ckpt].get("sha256", ""),
+        key=lambda wc: f"checkpoint:{wc.download_ckpt}",
+        lock=config["checkpoint_lock"],
+    localrule: True
+    retries: 2
+    log:
+        f"{L}/download_checkpoint/{{download_ckpt}}.log",
+    conda:
+        "../envs/d2o.yaml"
+    script:
+        "../workflow/scripts/download.py"
+
+
+rule convert_checkpoint:
+    input:
+        ancient(f"{S}/checkpoints/{{download_ckpt}}.pkl"),
+    output:
+        f"{R}/checkpoints/{{download_ckpt}}.safetensors",
+    localrule: True
+    log:
+        f"{L}/convert_checkpoint/{{download_ckpt}}.log",
+    conda:
+        "../envs/d2o.yaml"
+    script:
+        "../workflow/scripts/convert_checkpoint.py"
+
+
+rule pretrain_edm:
+    input:
+        ancient(lambda wc: dataset_zip(config["checkpoints"][wc.pretrain_ckpt]["dataset"])),
+    output:
+        f"{R}/checkpoints/{{pretrain_ckpt}}.safetensors",
+    params:
+        spec=lambda wc: config["checkpoints"][wc.pretrain_ckpt]["pretrain"],
+        label=config["label"],
+    threads: lambda wc: config["checkpoints"][wc.pretrain_ckpt]["pretrain"]["threads"]
+    resources:
+        runtime=60,
+    log:
+        f"{L}/pretrain_edm/{{pretrain_ckpt}}.log",
+    benchmark:
+        f"{B}/pretrain_edm/{{pretrain_ckpt}}.tsv"
+    conda:
+        "../envs/d2o.yaml"
+    script:
+        "../workflow/scripts/pretrain_edm.py"

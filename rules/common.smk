@@ -1,0 +1,196 @@
+# All Python of the workflow: registry validation, result paths, input functions, resources.
+import json
+import math
+import re
+
+from snakemake.exceptions import WorkflowError
+
+from d2o.config import ConfigError, resolve_experiment, snapshot_kimgs, unknown_name_error, validate
+
+try:
+    validate(config, "config (" + ", ".join(map(str, workflow.configfiles or ["config/config.yaml"])) + ")")
+except ConfigError as e:
+    raise WorkflowError(str(e))
+
+
+R = config["paths"]["results"]
+S = config["paths"]["resources"]
+L = config["paths"]["logs"]
+B = config["paths"]["benchmarks"]
+EXPERIMENTS = {name: resolve_experiment(config, name) for name in config["experiments"]}
+TRAIN = [n for n, e in EXPERIMENTS.items() if e["kind"] == "train"]
+DOWNLOAD_CKPTS = [n for n, c in config["checkpoints"].items() if "url" in c]
+PRETRAIN_CKPTS = [n for n, c in config["checkpoints"].items() if "pretrain" in c]
+METRIC_EXTRACTOR = config["metrics"]["extractor"]
+SCRIPTS = "workflow/scripts"
+
+
+def _alt(names):
+    return "|".join(re.escape(n) for n in names) if names else "(?!x)x"
+
+
+wildcard_constraints:
+    experiment=_alt(EXPERIMENTS),
+    train_experiment=_alt(TRAIN),
+    dataset=_alt(config["datasets"]),
+    ckpt=_alt(config["checkpoints"]),
+    download_ckpt=_alt(DOWNLOAD_CKPTS),
+    pretrain_ckpt=_alt(PRETRAIN_CKPTS),
+    metric="fid|fid_dataset|is|pr|clip_fid",
+    table="|".join(config["tables"]) or "(?!x)x",
+    figure="|".join(config["figures"]) or "(?!x)x",
+    kimg=r"\d+",
+    shard=r"\d+",
+
+
+def exp(wildcards, key="experiment"):
+    return EXPERIMENTS[getattr(wildcards, key)]
+
+
+# ------------------------------------------------------------------------------------------------ paths
+
+
+def dataset_zip(dataset):
+    return f"{S}/datasets/{dataset}.zip"
+
+
+def checkpoint_model(ckpt):
+    return f"{R}/checkpoints/{ckpt}.safetensors"
+
+
+def experiment_model(name):
+    """The network a sample set comes from: the trained generator, or the EDM checkpoint of a sampler baseline."""
+    e = EXPERIMENTS[name]
+    if e["kind"] == "train":
+        return f"{R}/{name}/model.safetensors"
+    return checkpoint_model(e["sampler"]["checkpoint"])
+
+
+def ref_stats(dataset):
+    return f"{R}/refs/{dataset}-{METRIC_EXTRACTOR}.npz"
+
+
+def metric_files(name):
+    e = EXPERIMENTS[name]
+    files = [f"{R}/{name}/metrics/{m}.json" for m in e["eval"]["metrics"]]
+    files += [f"{R}/{name}/metrics/fid-vs-{o}.json" for o in e["eval"]["compare_with"]]
+    if e["kind"] == "train":
+        files.append(f"{R}/{name}/train.json")
+        if e["eval"]["snapshot_metrics"]:
+            files.append(f"{R}/{name}/fid-curve.json")
+    return files
+
+
+# ------------------------------------------------------------------------------------------------ input functions
+
+
+def dataset_source(wildcards):
+    src = config["datasets"][wildcards.dataset]["source"]
+    if src["kind"] == "download":
+        return [f"{S}/downloads/{wildcards.dataset}/{src['archive']}"]
+    return []
+
+
+def dataset_download_url(wildcards):
+    src = config["datasets"][wildcards.dataset]["source"]
+    if src["kind"] != "download":
+        raise WorkflowError(f"datasets.{wildcards.dataset}: source kind is '{src['kind']}', not a download")
+    return src["url"]
+
+
+def train_inputs(wildcards):
+    e = exp(wildcards, "train_experiment")
+    return {"config": f"{R}/{wildcards.train_experiment}/config.json",
+            "dataset": ancient(dataset_zip(e["dataset"])),
+            "init": ancient(checkpoint_model(e["init"]))}
+
+
+def sample_inputs(wildcards):
+    e = exp(wildcards)
+    return {"config": f"{R}/{wildcards.experiment}/config.json", "model": experiment_model(wildcards.experiment)}
+
+
+def metric_inputs(wildcards):
+    e = exp(wildcards)
+    ds = config["datasets"][e["dataset"]]
+    inputs = {"samples": f"{R}/{wildcards.experiment}/samples.zip", "config": f"{R}/{wildcards.experiment}/config.json"}
+    m = wildcards.metric
+    if m == "fid":
+        inputs["ref"] = f"{S}/fid-refs/{e['dataset']}.npz" if ("fid_ref" in ds and METRIC_EXTRACTOR == "inception") else ref_stats(e["dataset"])
+    elif m in ("fid_dataset", "clip_fid"):
+        inputs["ref"] = ref_stats(e["dataset"]) if m == "fid_dataset" else dataset_zip(e["dataset"])
+    elif m == "pr":
+        inputs["ref"] = f"{S}/pr-refs/{e['dataset']}.npz" if "pr_ref" in ds else dataset_zip(e["dataset"])
+    return inputs
+
+
+def ref_download(wildcards, kind):
+    ds = config["datasets"][wildcards.dataset]
+    key = {"fid-refs": "fid_ref", "pr-refs": "pr_ref"}[kind]
+    if key not in ds:
+        raise WorkflowError(f"datasets.{wildcards.dataset}.{key} is not set; this dataset has no published {kind}")
+    return ds[key]
+
+
+def snapshot_metric_files(wildcards):
+    e = exp(wildcards)
+    return [f"{R}/{wildcards.experiment}/snapshot-metrics/fid-{k:06d}.json" for k in snapshot_kimgs(e)]
+
+
+def report_inputs(section, item):
+    """Every artefact a table or figure needs, derived from its slots in the registry."""
+    spec = config[section][item]
+    files = []
+    for name in dict.fromkeys(spec["slots"].values()):
+        if item in ("fig4", "fig6"):
+            continue
+        if item in ("grids", "fig5"):
+            files.append(f"{R}/grids/{name}.npz")
+        else:
+            files += metric_files(name)
+    if item in ("fig4", "fig6"):
+        files.append(f"{R}/analysis/frequency.npz")
+    return files
+
+
+def paper_targets():
+    """Every table, figure, the scorecard and the sample grids the registry declares."""
+    out = [f"{R}/tables/{t}.tex" for t in config["tables"]] + [f"{R}/tables/{t}.md" for t in config["tables"]]
+    out += [f"{R}/figures/{f}.pdf" for f in config["figures"]] + [f"{R}/figures/{f}.png" for f in config["figures"]]
+    out += [f"{R}/scorecard.md", f"{R}/scorecard.csv"]
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ resources
+
+
+def _gpus(e):
+    return e["resources"]["gpus"]
+
+
+def train_gpus(wildcards):
+    return _gpus(exp(wildcards, "train_experiment"))
+
+
+def train_runtime(wildcards, attempt):
+    """Minutes: the expected hours, growing with each retry (time-limit resubmission) up to max_hours."""
+    r = exp(wildcards, "train_experiment")["resources"]
+    return math.ceil(min(r["hours"] * attempt, r["max_hours"]) * 60)
+
+
+def train_threads(wildcards):
+    r = exp(wildcards, "train_experiment")["resources"]
+    return r["gpus"] * r["cpus_per_gpu"] if r["gpus"] else r["threads"]
+
+
+def job_gpus(wildcards):
+    """Sampling / evaluation jobs: one GPU when the experiment trains on GPUs (0 on a CPU-only registry)."""
+    return min(1, _gpus(exp(wildcards)))
+
+
+def launcher(wildcards):
+    """torchrun for multi-GPU training inside one job (single node; free rendezvous port), else plain python."""
+    n = train_gpus(wildcards)
+    if n > 1:
+        return f"torchrun --standalone --nproc_per_node={n}"
+    return "python"

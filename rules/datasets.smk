@@ -1,0 +1,79 @@
+# Datasets in EDM's format (spec §12). Downloads run on the submit host (compute nodes often have no internet).
+
+
+rule download_dataset_source:
+    output:
+        f"{S}/downloads/{{dataset}}/{{archive}}",
+    params:
+        url=dataset_download_url,
+        sha256=lambda wc: config["datasets"][wc.dataset]["source"].get("sha256", ""),
+        key=lambda wc: f"dataset:{wc.dataset}",
+        lock=config["checkpoint_lock"],
+    localrule: True
+    retries: 2
+    log:
+        f"{L}/download_dataset_source/{{dataset}}/{{archive}}.log",
+    conda:
+        "../envs/d2o.yaml"
+    script:
+        "../workflow/scripts/download.py"
+
+
+rule prepare_dataset:
+    input:
+        dataset_source,
+    output:
+        f"{S}/datasets/{{dataset}}.zip",
+    params:
+        spec=lambda wc: config["datasets"][wc.dataset],
+    localrule: True
+    log:
+        f"{L}/prepare_dataset/{{dataset}}.log",
+    benchmark:
+        f"{B}/prepare_dataset/{{dataset}}.tsv"
+    conda:
+        "../envs/d2o.yaml"
+    script:
+        "../workflow/scripts/prepare_dataset.py"
+
+
+rule download_reference:
+    output:
+        f"{S}/{{refkind}}/{{dataset}}.npz",
+    wildcard_constraints:
+        refkind="fid-refs|pr-refs",
+    params:
+        url=lambda wc: ref_download(wc, wc.refkind)["url"],
+        sha256=lambda wc: ref_download(wc, wc.refkind).get("sha256", ""),
+        key=lambda wc: f"{wc.refkind}:{wc.dataset}",
+        lock=config["checkpoint_lock"],
+    localrule: True
+    retries: 2
+    log:
+        f"{L}/download_reference/{{refkind}}-{{dataset}}.log",
+    conda:
+        "../envs/d2o.yaml"
+    script:
+        "../workflow/scripts/download.py"
+
+
+rule dataset_stats:
+    input:
+        ancient(f"{S}/datasets/{{dataset}}.zip"),
+    output:
+        f"{R}/refs/{{dataset}}-{{extractor}}.npz",
+    wildcard_constraints:
+        extractor="inception|demo",
+    params:
+        metrics=config["metrics"],
+    resources:
+        gpu=lambda wc: 0 if config["offline"] else 1,
+        runtime=60,
+    log:
+        f"{L}/dataset_stats/{{dataset}}-{{extractor}}.log",
+    benchmark:
+        f"{B}/dataset_stats/{{dataset}}-{{extractor}}.tsv"
+    conda:
+        "../envs/d2o.yaml"
+    script:
+        "../workflow/scripts/dataset_stats.py"

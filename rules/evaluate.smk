@@ -1,0 +1,80 @@
+# Metrics through torch-fidelity (d2o.metrics): FID vs EDM's published statistics (`fid`) and vs statistics of the
+# prepared dataset (`fid_dataset`), IS, precision/recall, CLIP-FID; FID of every training snapshot; FID between
+# two generated sets (Fig 2). Dataset features are computed once per dataset (rule dataset_stats) and reused.
+
+
+rule metric:
+    input:
+        unpack(metric_inputs),
+    output:
+        f"{R}/{{experiment}}/metrics/{{metric}}.json",
+    params:
+        metrics=config["metrics"],
+    resources:
+        gpu=job_gpus,
+        runtime=120,
+    threads: lambda wc: exp(wc)["resources"]["threads"] if not job_gpus(wc) else 8
+    log:
+        f"{L}/metric/{{experiment}}-{{metric}}.log",
+    benchmark:
+        f"{B}/metric/{{experiment}}-{{metric}}.tsv"
+    conda:
+        "../envs/d2o.yaml"
+    script:
+        "../workflow/scripts/metric.py"
+
+
+rule snapshot_fid:
+    input:
+        snapshots=f"{R}/{{experiment}}/snapshots",
+        ref=lambda wc: ref_stats(exp(wc)["dataset"]),
+        config=f"{R}/{{experiment}}/config.json",
+    output:
+        f"{R}/{{experiment}}/snapshot-metrics/fid-{{kimg}}.json",
+    params:
+        metrics=config["metrics"],
+    resources:
+        gpu=job_gpus,
+        runtime=60,
+    threads: lambda wc: exp(wc)["resources"]["threads"] if not job_gpus(wc) else 8
+    log:
+        f"{L}/snapshot_fid/{{experiment}}-{{kimg}}.log",
+    conda:
+        "../envs/d2o.yaml"
+    script:
+        "../workflow/scripts/snapshot_fid.py"
+
+
+rule fid_curve:
+    input:
+        snapshot_metric_files,
+    output:
+        f"{R}/{{experiment}}/fid-curve.json",
+    log:
+        f"{L}/fid_curve/{{experiment}}.log",
+    conda:
+        "../envs/d2o.yaml"
+    script:
+        "../workflow/scripts/fid_curve.py"
+
+
+rule pair_fid:
+    input:
+        samples=f"{R}/{{experiment}}/samples.zip",
+        other=f"{R}/{{other}}/samples.zip",
+    output:
+        f"{R}/{{experiment}}/metrics/fid-vs-{{other}}.json",
+    wildcard_constraints:
+        other=_alt(EXPERIMENTS),
+    params:
+        metrics=config["metrics"],
+        label=config["label"],
+    resources:
+        gpu=job_gpus,
+        runtime=60,
+    log:
+        f"{L}/pair_fid/{{experiment}}-{{other}}.log",
+    conda:
+        "../envs/d2o.yaml"
+    script:
+        "../workflow/scripts/pair_fid.py"

@@ -1,0 +1,72 @@
+# Tables (LaTeX + Markdown), figures (PDF + PNG) and the reproduction scorecard, from DAG artefacts only.
+# Literature rows come from config/literature.yaml, each value with its source.
+
+
+rule table:
+    input:
+        lambda wc: report_inputs("tables", wc.table),
+    output:
+        tex=report(f"{R}/tables/{{table}}.tex", category="Tables", labels={"table": "{table}", "format": "LaTeX"}),
+        md=report(f"{R}/tables/{{table}}.md", category="Tables", labels={"table": "{table}", "format": "Markdown"}),
+    params:
+        slots=lambda wc: config["tables"][wc.table]["slots"],
+        experiments=lambda wc: {n: EXPERIMENTS[n] for n in config["tables"][wc.table]["slots"].values()},
+        results=R,
+        label=config["label"],
+        collapse_fid=config["collapse_fid"],
+        literature="config/literature.yaml",
+    localrule: True
+    log:
+        f"{L}/table/{{table}}.log",
+    conda:
+        "../envs/d2o.yaml"
+    script:
+        "../workflow/scripts/make_table.py"
+
+
+rule figure:
+    input:
+        lambda wc: report_inputs("figures", wc.figure),
+    output:
+        pdf=report(f"{R}/figures/{{figure}}.pdf", category="Figures", labels={"figure": "{figure}", "format": "PDF"}),
+        png=f"{R}/figures/{{figure}}.png",
+    params:
+        slots=lambda wc: config["figures"][wc.figure]["slots"],
+        experiments=lambda wc: {n: EXPERIMENTS[n] for n in config["figures"][wc.figure]["slots"].values()},
+        results=R,
+        label=config["label"],
+        literature="config/literature.yaml",
+        frequency=config["frequency"],
+    localrule: True
+    log:
+        f"{L}/figure/{{figure}}.log",
+    conda:
+        "../envs/d2o.yaml"
+    script:
+        "../workflow/scripts/make_figure.py"
+
+
+rule scorecard:
+    input:
+        [f for item in config["tables"] for f in report_inputs("tables", item)],
+    output:
+        md=report(f"{R}/scorecard.md", category="Scorecard"),
+        csv=f"{R}/scorecard.csv",
+    params:
+        tables={t: spec["slots"] for t, spec in config["tables"].items()},
+        results=R,
+        label=config["label"],
+        literature="config/literature.yaml",
+    localrule: True
+    log:
+        f"{L}/scorecard.log",
+    conda:
+        "../envs/d2o.yaml"
+    script:
+        "../workflow/scripts/make_scorecard.py"
+
+
+rule demo:
+    input:
+        paper_targets(),
+    localrule: True

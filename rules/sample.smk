@@ -1,0 +1,34 @@
+# Generation: EDM's per-seed noise (seeds 0..N-1 shared by EDM, D2O and D2O-F), sharded across jobs, each shard
+# written atomically (a rerun redoes only missing shards), merged into an EDM-format zip of PNGs.
+
+
+rule sample_shard:
+    input:
+        unpack(sample_inputs),
+    output:
+        f"{R}/{{experiment}}/samples/shard-{{shard}}.npz",
+    resources:
+        gpu=job_gpus,
+        runtime=lambda wc: max(10, math.ceil(60 * exp(wc)["resources"]["hours"] / 4)),
+    threads: lambda wc: exp(wc)["resources"]["threads"] if not job_gpus(wc) else 8
+    log:
+        f"{L}/sample/{{experiment}}-{{shard}}.log",
+    benchmark:
+        f"{B}/sample/{{experiment}}-{{shard}}.tsv"
+    conda:
+        "../envs/d2o.yaml"
+    script:
+        "../workflow/scripts/sample_shard.py"
+
+
+rule merge_samples:
+    input:
+        lambda wc: [f"{R}/{wc.experiment}/samples/shard-{k}.npz" for k in range(exp(wc)["eval"]["shards"])],
+    output:
+        f"{R}/{{experiment}}/samples.zip",
+    log:
+        f"{L}/merge_samples/{{experiment}}.log",
+    conda:
+        "../envs/d2o.yaml"
+    script:
+        "../workflow/scripts/merge_samples.py"

@@ -1,0 +1,84 @@
+"""The D2O generator: an EDM U-Net re-wrapped in D2OPrecond, G(z) = D(80 z, 80) (paper §3, App C; spec §1.3, §7).
+
+Multi-step generators (Fig 2) run n network evaluations on the grid T(n, n) > ... > T(0, n) = 0.002 with an
+Euler conversion between them outside the network (the released code's D2OPrecond cannot take a target sigma,
+spec §6.2); the 2-step generator may use a fixed middle sigma (Fig 2B).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from d2o.edm import model_io
+from d2o.schedule import T
+
+SIGMA_MAX = 80.0
+SIGMA_MIN = 0.002
+
+
+def generator_sigmas(steps: int = 1, middle_sigma: float | None = None, rho: float = 7.0) -> list[float]:
+    """Noise levels a `steps`-step generator visits, from 80 down to 0.002 (exclusive of the final 0.002)."""
+    if middle_sigma is not None:
+        if steps != 2:
+            raise ValueError("middle_sigma applies to 2-step generators only (Fig 2B); set generator_steps: 2")
+        return [SIGMA_MAX, float(middle_sigma)]
+    return [float(T(i, steps, SIGMA_MIN, SIGMA_MAX, rho)) for i in range(steps, 0, -1)]
+
+
+def run_generator(net: torch.nn.Module, z: torch.Tensor, class_labels: torch.Tensor | None,
+                  sigmas: list[float]) -> torch.Tensor:
+    """x = sigmas[0] z; D at each sigma; Euler move to the next sigma; the last denoised output is the image."""
+    x = z * sigmas[0]
+    for k, sigma in enumerate(sigmas):
+        s = torch.full((x.shape[0],), sigma, device=x.device, dtype=x.dtype)
+        denoised = net(x, s, class_labels)
+        if k + 1 == len(sigmas):
+            return denoised
+        nxt = sigmas[k + 1]
+        x = x + ((sigma - nxt) / sigma) * (denoised - x)
+    raise ValueError("sigmas must not be empty")
+
+
+def build_generator(init: torch.nn.Module | None, label_dim: int, init_weights: str = "pretrained",
+                    network: dict | None = None) -> torch.nn.Module:
+    """D2OPrecond around the init checkpoint's U-Net (dropout 0, no augment labels), weights copied by name.
+
+    Every parameter/buffer whose name and shape match is copied (the checkpoint's map_augment weight is dropped,
+    as the authors' loader does); `init_weights="random"` keeps the fresh initialisation (the toy thesis run).
+    """
+    if init is not None:
+        cls, kwargs = init._d2o_init
+    elif network is not None:
+        cls, kwargs = network["class"], {k: v for k, v in network.items() if k != "class"}
+    else:
+        raise ValueError("build_generator needs an init network or a network spec")
+    kwargs = dict(kwargs)
+    for drop in ("sigma_min", "sigma_max", "beta_d", "beta_min", "M", "epsilon_t", "C_1", "C_2"):
+        kwargs.pop(drop, None)
+    kwargs.update(label_dim=label_dim, dropout=0.0, augment_dim=0, label_dropout=0, use_fp16=False)
+    g = model_io.build("D2OPrecond", **kwargs)
+    if init is not None and init_weights == "pretrained":
+        src = dict(init.state_dict())
+        dst = g.state_dict()
+        copied = {k: v for k, v in src.items() if k in dst and dst[k].shape == v.shape}
+        missing = [k for k in dst if k not in copied]
+        if len(copied) < 0.9 * len(dst):
+            raise RuntimeError(f"init checkpoint matches only {len(copied)}/{len(dst)} generator tensors; missing e.g. {missing[:5]}")
+        g.load_state_dict(copied, strict=False)
+    return g
+
+
+@torch.no_grad()
+def sample_experiment(net: torch.nn.Module, exp: dict, seeds, device=None) -> torch.Tensor:
+    """Raw float images for `seeds` with the sampler an experiment defines (EDM per-seed noise throughout):
+    EDM's Heun sampler for baselines, the one-step generator, or the multi-step generator of Fig 2."""
+    from d2o import sampling
+
+    if exp["kind"] == "edm_sampler":
+        s = exp["sampler"]
+        return sampling.edm_sample(net, seeds, num_steps=s["num_steps"], S_churn=s["S_churn"], S_min=s["S_min"],
+                                   S_max=s["S_max"], S_noise=s["S_noise"], device=device)
+    if exp["generator_steps"] == 1 and exp["middle_sigma"] is None:
+        return sampling.one_step_sample(net, seeds, device=device)
+    sigmas = generator_sigmas(exp["generator_steps"], exp["middle_sigma"]) + [SIGMA_MIN]
+    return sampling.multistep_sample(net, seeds, sigmas, device=device)

@@ -1,0 +1,301 @@
+"""Projected GAN discriminator as used by D2O (spec §3; paper §3.3, App C).
+
+Per backbone (spec §3.1-3.3):
+    x in [-1, 1] -> optional DiffAugment -> [0, 1] -> normalise -> bilinear resize to 224 (align_corners False)
+    -> frozen feature network (4 taps) -> CCM (random 1x1 convs to cout x (1, 2, 4, 8))
+    -> CSM (random top-down fusion, output cout x (1, 1, 2, 4) at twice each tap's resolution)
+    -> 4 trainable mini-discriminators (one per level) -> logits.
+The feature network, CCM and CSM are random/pretrained and never trained (`Projection`, frozen, eval mode).
+Only the mini-discriminators are trained: give `trainable_parameters()` to the optimiser.
+
+Mini-discriminator depth follows D2O's `im_res=256` bookkeeping: nominal level sizes 128/64/32/16 with end size 8,
+so 4/3/2/1 DownBlocks whatever the real size; at 224 input this gives 4x4 logit maps for EfficientNet/DeiT and
+11x11 for VGG (whose taps are twice as large as the bookkeeping assumes). The demo `tiny` backbone is not resized;
+its heads are sized from its true map sizes and its head channels are capped (see `_level_sizes`).
+
+`forward(x, c)` returns a list over backbones of lists over heads of logits (B, P) (docs/ARCHITECTURE.md).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from d2o.diffaug import diff_augment
+from d2o.feature_networks import FeatureNetwork, build_feature_network
+
+# Channel table of the mini-discriminators keyed by nominal map size (spec §3.3; PG's `nfc_midas`).
+NFC = {1: 2048, 2: 1024, 4: 512, 8: 512, 16: 256, 32: 128, 64: 64, 128: 64, 256: 32, 512: 16, 1024: 8}
+
+
+def sn_conv2d(*args, **kwargs) -> nn.Conv2d:
+    """Spectral-normalised conv (one power iteration per training-mode forward, as torch.nn.utils.spectral_norm)."""
+    return nn.utils.spectral_norm(nn.Conv2d(*args, **kwargs))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Frozen projection: feature network + CCM + CSM (spec §3.2).
+
+class FuseUp(nn.Module):
+    """CSM level: add the coarser fused map (if any), bilinear x2 upsample (align_corners True), 1x1 conv."""
+
+    def __init__(self, channels: int, halve: bool):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels // 2 if halve else channels, 1)
+
+    def forward(self, x, skip=None):
+        if skip is not None:
+            x = x + skip
+        x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=True)
+        return self.conv(x)
+
+
+class Projection(nn.Module):
+    """Frozen feature network + random CCM + random CSM; never trained, always in eval mode.
+
+    `forward(x)` takes the normalised, resized input and returns four maps with `channels` channels
+    (cout x (1, 1, 2, 4) with expand=True) at twice the tap resolutions.
+    """
+
+    def __init__(self, features: FeatureNetwork, cout: int = 64, expand: bool = True):
+        super().__init__()
+        self.features = features
+        ccm_ch = [cout, cout * 2, cout * 4, cout * 8] if expand else [cout] * 4
+        self.ccm = nn.ModuleList([nn.Conv2d(ci, co, 1) for ci, co in zip(features.channels, ccm_ch)])
+        # Coarsest to finest: levels 3, 2, 1 halve channels when expanding; the finest level (0) never does.
+        self.csm = nn.ModuleList([FuseUp(ccm_ch[i], halve=expand and i > 0) for i in range(4)])
+        self.channels = tuple(ccm_ch[i] // 2 if expand and i > 0 else ccm_ch[i] for i in range(4))
+        self.requires_grad_(False)
+        super().train(False)
+
+    def train(self, mode: bool = True) -> "Projection":
+        return super().train(False)
+
+    def forward(self, x):
+        taps = self.features(x)
+        mixed = [ccm(t) for ccm, t in zip(self.ccm, taps)]
+        out = [None] * 4
+        out[3] = self.csm[3](mixed[3])
+        for i in (2, 1, 0):
+            out[i] = self.csm[i](out[i + 1], mixed[i])
+        return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Trainable mini-discriminators (spec §3.3-3.4).
+
+class DownBlock(nn.Sequential):
+    """Spectral-norm 4x4 stride-2 conv (bias) + BatchNorm2d (batch statistics in train mode) + LeakyReLU 0.2."""
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__(sn_conv2d(cin, cout, 4, 2, 1, bias=True), nn.BatchNorm2d(cout), nn.LeakyReLU(0.2))
+
+
+class FullyConnectedLayer(nn.Module):
+    """StyleGAN2 fully connected layer with equalised learning rate.
+
+    weight ~ N(0, 1) / lr_multiplier, used as weight * lr_multiplier / sqrt(in_features); bias used as
+    bias * lr_multiplier; activation 'lrelu' = leaky ReLU 0.2 times sqrt(2) (StyleGAN2 bias_act gain).
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, activation: str = "linear",
+                 lr_multiplier: float = 1.0, bias_init: float = 0.0):
+        super().__init__()
+        if activation not in ("linear", "lrelu"):
+            raise ValueError(f"d2o.projected_discriminator: FullyConnectedLayer activation {activation!r} "
+                             f"not supported; use 'linear' or 'lrelu'")
+        self.activation = activation
+        self.weight = nn.Parameter(torch.randn(out_features, in_features) / lr_multiplier)
+        self.bias = nn.Parameter(torch.full([out_features], float(bias_init))) if bias else None
+        self.weight_gain = lr_multiplier / math.sqrt(in_features)
+        self.bias_gain = lr_multiplier
+
+    def forward(self, x):
+        b = None if self.bias is None else self.bias.to(x.dtype) * self.bias_gain
+        x = F.linear(x, self.weight.to(x.dtype) * self.weight_gain, b)
+        if self.activation == "lrelu":
+            x = F.leaky_relu(x, 0.2) * math.sqrt(2)
+        return x
+
+
+class MiniDiscriminator(nn.Module):
+    """One head on one feature level (spec §3.3).
+
+    `num_down` DownBlocks following the channel table NFC (first entry = input channels; entries optionally
+    capped at `channel_max`, not done in D2O), then a spectral-norm
+    conv with kernel `kernel`, no bias, no padding: 1 output channel (unconditional) or `cmap_dim` channels
+    (conditional, spec §3.4). Conditional logit = sum_c(h * cmap) / sqrt(cmap_dim) at every position, with
+    cmap = FullyConnectedLayer(320 -> cmap_dim, lrelu)(Embedding(1000, 320)[argmax c]).
+    """
+
+    def __init__(self, cin: int, start_sz: int, end_sz: int, label_dim: int = 0, cmap_dim: int = 64,
+                 embed_num: int = 1000, embed_dim: int = 320, channel_max: int | None = None):
+        super().__init__()
+        nfc = {k: v if channel_max is None else min(v, channel_max) for k, v in NFC.items()}
+        nfc[start_sz] = cin
+        layers, sz = [], start_sz
+        while sz > end_sz:
+            layers.append(DownBlock(nfc[sz], nfc[sz // 2]))
+            sz //= 2
+        self.main = nn.Sequential(*layers)
+        self.num_down = len(layers)
+        self.kernel = 4 if end_sz >= 8 else max(1, end_sz // 2)
+        self.label_dim, self.cmap_dim = label_dim, cmap_dim
+        self.cls = sn_conv2d(nfc[end_sz], cmap_dim if label_dim else 1, self.kernel, 1, 0, bias=False)
+        if label_dim:
+            if label_dim > embed_num:
+                raise ValueError(f"d2o.projected_discriminator: label_dim {label_dim} exceeds the {embed_num} "
+                                 f"class embeddings")
+            self.embed = nn.Embedding(embed_num, embed_dim)
+            self.embed_proj = FullyConnectedLayer(embed_dim, cmap_dim, activation="lrelu")
+
+    def forward(self, x, c=None):
+        h = self.cls(self.main(x))
+        if self.label_dim:
+            if c is None:
+                raise ValueError("d2o.projected_discriminator: conditional discriminator needs one-hot labels c")
+            cmap = self.embed_proj(self.embed(c.argmax(dim=1)))[:, :, None, None]
+            h = (h * cmap.to(h.dtype)).sum(dim=1, keepdim=True) * (1 / np.sqrt(self.cmap_dim))
+        return h.flatten(1)
+
+
+def _level_sizes(features: FeatureNetwork, img_resolution: int | None) -> list[int]:
+    """Nominal CSM output sizes used to size the heads (spec §3.3).
+
+    Real backbones: D2O's fixed im_res=256 bookkeeping, [256 // 4, // 8, // 16, // 32] doubled by the CSM
+    = [128, 64, 32, 16] regardless of the backbone's true strides. Backbones that are not resized (`tiny`):
+    the true sizes, 2 * img_resolution / stride.
+    """
+    if features.resize:
+        return [2 * (256 // s) for s in (4, 8, 16, 32)]
+    if img_resolution is None:
+        raise ValueError(f"d2o.projected_discriminator: backbone {features.name!r} is not resized; "
+                         f"pass img_resolution")
+    return [2 * img_resolution // s for s in features.strides]
+
+
+def _nearest_key(sz: int) -> int:
+    keys = np.array(sorted(NFC))
+    return int(keys[np.argmin(abs(keys - sz))])
+
+
+class MultiScaleHeads(nn.Module):
+    """`num_discs` mini-discriminators on the first `num_discs` levels of one backbone (spec §3.3)."""
+
+    def __init__(self, channels, sizes, num_discs: int = 4, label_dim: int = 0, cmap_dim: int = 64,
+                 channel_max: int | None = None):
+        super().__init__()
+        if not 1 <= num_discs <= 4:
+            raise ValueError(f"d2o.projected_discriminator: num_discs must be 1..4, got {num_discs}")
+        sizes = [_nearest_key(s) for s in sizes[:num_discs]]
+        end_sz = 8 if sizes[-1] >= 8 else sizes[-1]
+        self.heads = nn.ModuleList([MiniDiscriminator(ch, sz, end_sz, label_dim=label_dim, cmap_dim=cmap_dim,
+                                                      channel_max=channel_max)
+                                    for ch, sz in zip(channels[:num_discs], sizes)])
+
+    def forward(self, feats, c=None):
+        return [head(f, c) for head, f in zip(self.heads, feats)]
+
+
+class ProjectedDiscriminator(nn.Module):
+    """D2O's discriminator (spec §3). See the module docstring.
+
+    Args:
+        backbones: feature networks, e.g. ["vgg16_bn", "tf_efficientnet_lite0"] (CIFAR-10, `--backbone=1`) or
+            ["deit_base_distilled_patch16_224", "tf_efficientnet_lite0"] (AFHQv2/FFHQ/ImageNet, `--backbone=0`).
+        resolution: side the real backbones' inputs are resized to (224 in D2O).
+        label_dim: number of classes (0 = unconditional).
+        pretrained: load torchvision/timm ImageNet weights (False = random-init, offline).
+        weights: optional {backbone: state_dict path} for the feature networks (overrides pretrained).
+        diffaug, diffaug_policy: optional DiffAugment before normalisation (independent draw per backbone).
+        cout, expand: CCM width and channel expansion (spec §3.2).
+        num_discs: mini-discriminators per backbone (4).
+        cmap_dim: conditional head width (64).
+        embed_weights: optional file with the (1000, 320) ImageNet class embedding (tensor, or dict with key
+            'weight' / 'embed.weight'); D2O loads StyleGAN-XL's tf_efficientnet_lite0 embedding (spec §3.4).
+        img_resolution: image resolution; required for backbones that are not resized (`tiny`).
+        head_channel_max: cap on the mini-discriminator channel table (None = D2O's table, uncapped, for the real
+            backbones; `tiny` defaults to 4 * cout, because its small maps end at sizes where the table asks
+            for 1024-2048 channels).
+    """
+
+    def __init__(self, backbones=("vgg16_bn", "tf_efficientnet_lite0"), resolution: int = 224, label_dim: int = 0,
+                 pretrained: bool = True, weights: dict | None = None, diffaug: bool = False,
+                 diffaug_policy: str = "color,translation,cutout", cout: int = 64, expand: bool = True,
+                 num_discs: int = 4, cmap_dim: int = 64, embed_weights: str | os.PathLike | None = None,
+                 img_resolution: int | None = None, head_channel_max: int | None = None):
+        super().__init__()
+        weights = dict(weights or {})
+        unknown = set(weights) - set(backbones)
+        if unknown:
+            raise ValueError(f"d2o.projected_discriminator: weights given for backbones {sorted(unknown)} "
+                             f"not in backbones={list(backbones)}")
+        self.backbones = list(backbones)
+        self.resolution, self.label_dim = resolution, label_dim
+        self.diffaug, self.diffaug_policy = diffaug, diffaug_policy
+        self.projections = nn.ModuleDict()
+        self.discriminators = nn.ModuleDict()
+        for name in self.backbones:
+            feat = build_feature_network(name, pretrained=pretrained and name != "tiny", weights=weights.get(name))
+            proj = Projection(feat, cout=cout, expand=expand)
+            self.projections[name] = proj
+            cap = head_channel_max if head_channel_max is not None or feat.resize else 4 * cout
+            self.discriminators[name] = MultiScaleHeads(proj.channels, _level_sizes(feat, img_resolution),
+                                                        num_discs=num_discs, label_dim=label_dim, cmap_dim=cmap_dim,
+                                                        channel_max=cap)
+            mean = torch.tensor(feat.normstats["mean"]).view(1, 3, 1, 1)
+            std = torch.tensor(feat.normstats["std"]).view(1, 3, 1, 1)
+            self.register_buffer(f"mean_{name}", mean, persistent=False)
+            self.register_buffer(f"std_{name}", std, persistent=False)
+        if embed_weights is not None and label_dim:
+            self.load_class_embedding(embed_weights)
+
+    def load_class_embedding(self, path: str | os.PathLike) -> None:
+        """Copy a (1000, 320) class-embedding matrix into every conditional head (one copy each, trainable)."""
+        obj = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
+        if isinstance(obj, dict):
+            obj = obj.get("weight", obj.get("embed.weight"))
+        if not isinstance(obj, torch.Tensor):
+            raise ValueError(f"d2o.projected_discriminator: {path} must hold a tensor or a dict with 'weight' or "
+                             f"'embed.weight'")
+        for disc in self.discriminators.values():
+            for head in disc.heads:
+                if obj.shape != head.embed.weight.shape:
+                    raise ValueError(f"d2o.projected_discriminator: embedding in {path} has shape "
+                                     f"{tuple(obj.shape)}, expected {tuple(head.embed.weight.shape)}")
+                with torch.no_grad():
+                    head.embed.weight.copy_(obj)
+
+    def trainable_parameters(self):
+        """Parameters of the mini-discriminators only (feature networks, CCM and CSM are never trained)."""
+        return list(self.discriminators.parameters())
+
+    def train(self, mode: bool = True) -> "ProjectedDiscriminator":
+        super().train(mode)
+        self.projections.train(False)
+        return self
+
+    def preprocess(self, x: torch.Tensor, name: str) -> torch.Tensor:
+        """[-1, 1] image -> optional DiffAugment -> [0, 1] -> normalise -> resize (spec §3.1)."""
+        if self.diffaug:
+            x = diff_augment(x, self.diffaug_policy)
+        x = (x + 1) / 2
+        x = (x - getattr(self, f"mean_{name}")) / getattr(self, f"std_{name}")
+        if self.projections[name].features.resize and tuple(x.shape[-2:]) != (self.resolution, self.resolution):
+            x = F.interpolate(x, size=(self.resolution, self.resolution), mode="bilinear", align_corners=False)
+        return x
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor | None = None) -> list[list[torch.Tensor]]:
+        if self.label_dim and (c is None or c.shape != (x.shape[0], self.label_dim)):
+            raise ValueError(f"d2o.projected_discriminator: expected one-hot labels of shape "
+                             f"({x.shape[0]}, {self.label_dim}), got {None if c is None else tuple(c.shape)}")
+        logits = []
+        for name in self.backbones:
+            feats = self.projections[name](self.preprocess(x, name))
+            logits.append(self.discriminators[name](feats, c if self.label_dim else None))
+        return logits

@@ -1,0 +1,369 @@
+"""D2O / D2O-F / CD / multi-step training: one resumable loop (paper §3-4, App C; spec §1-7).
+
+One iteration (spec §4): a G step, a D step on the same real minibatch with fresh z, and every `r1_interval`
+iterations (index > 0) a lazy R1 step; then the EMA update. Losses come from d2o.gan_loss (authors' per-sample
+sum by default), R1 from d2o.r1, freezing from d2o.freezing, EMA from d2o.ema, CD from d2o.cd.
+
+Resume: every random draw of iteration k comes from generators seeded by (seed, rank, k) and the data order from
+(seed, epoch), so the full state is just the networks, the optimisers and the counters. It is saved atomically
+every `state_minutes` and when SIGTERM/SIGUSR1 arrives (SLURM's warning before a time limit); the process then
+exits with RESUME_EXIT_CODE so the scheduler retries and the next attempt continues. A run killed at any point
+and restarted ends bitwise-identical to an uninterrupted one (CPU, deterministic mode).
+
+Multi-GPU: launched by `torchrun --standalone --nproc_per_node=<gpus>`; each rank takes its slice of the global
+batch (no gradient accumulation), gradients of the trainable parameters are averaged across ranks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import logging
+import math
+import os
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from d2o import ema as ema_lib
+from d2o import freezing, gan_loss
+from d2o.datasets import read_dataset_zip
+from d2o.discriminators import build_discriminator
+from d2o.edm import model_io
+from d2o.generator import build_generator, generator_sigmas, run_generator
+from d2o.io import atomic_path, atomic_write_json
+from d2o.r1 import lazy_adam_params, r1_penalty, sanitize_grads
+
+log = logging.getLogger("d2o.train")
+RESUME_EXIT_CODE = 75  # EX_TEMPFAIL: state saved, run again to continue
+STATE_FILE = "training-state.pt"
+
+
+# ----------------------------------------------------------------------------------------------- distributed
+
+
+def _dist_info() -> tuple[int, int, torch.device]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+    if torch.cuda.is_available():
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        return rank, world, torch.device("cuda", local)
+    return rank, world, torch.device("cpu")
+
+
+def _allreduce_grads(params: list[torch.nn.Parameter], world: int) -> None:
+    grads = [p.grad for p in params if p.grad is not None]
+    if world == 1 or not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= world
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset:offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
+def _seeded(seed: int, *keys: int, device="cpu") -> torch.Generator:
+    g = torch.Generator(device=device)
+    g.manual_seed(int(np.random.SeedSequence([seed, *keys]).generate_state(1, np.uint64)[0] % (2**63)))
+    return g
+
+
+# ----------------------------------------------------------------------------------------------- data
+
+
+class EpochSampler:
+    """Indices of the global batch for iteration k: a fresh permutation per epoch seeded by (seed, epoch)."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed, self._epoch, self._perm = n, seed, -1, None
+
+    def batch(self, k: int, batch: int) -> torch.Tensor:
+        out = []
+        for pos in range(k * batch, (k + 1) * batch):
+            epoch, j = divmod(pos, self.n)
+            if epoch != self._epoch:
+                self._epoch, self._perm = epoch, torch.randperm(self.n, generator=_seeded(self.seed, 1, epoch))
+            out.append(self._perm[j])
+        return torch.stack(out)
+
+
+# ----------------------------------------------------------------------------------------------- the run
+
+
+class Trainer:
+    def __init__(self, exp: dict, run_dir: str | Path, dataset_zip: str | Path, init_path: str | Path | None,
+                 teacher_path: str | Path | None = None):
+        self.exp, self.run_dir = exp, Path(run_dir)
+        self.rank, self.world, self.device = _dist_info()
+        if exp["batch"] % self.world:
+            raise ValueError(f"batch {exp['batch']} is not divisible by {self.world} GPUs; change experiments.{exp['name']}.batch or resources.gpus")
+        self.batch_gpu = exp["batch"] // self.world
+        if exp.get("deterministic"):
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cudnn.benchmark = not exp.get("deterministic")
+
+        images, labels = read_dataset_zip(dataset_zip)
+        self.images = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()  # uint8 NCHW in RAM
+        self.labels = torch.from_numpy(labels) if labels is not None else None
+        self.label_dim = exp["label_dim"]
+        if self.label_dim and self.labels is None:
+            raise ValueError(f"{dataset_zip}: experiment {exp['name']} is conditional but the dataset has no labels")
+        self.sampler = EpochSampler(len(self.images), exp["seed"])
+
+        init = model_io.load_network(init_path) if init_path else None
+        self.G = build_generator(init, self.label_dim, exp["init_weights"]).to(self.device).train()
+        self.frozen = freezing.freeze(self.G.model, exp["freeze"], authors_rule=exp.get("freeze_rule") == "authors")
+        self.shares = freezing.group_shares(self.G.model)
+        self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
+        self.sigmas = generator_sigmas(exp["generator_steps"], exp["middle_sigma"])
+
+        self.use_gan = exp["method"] in ("gan", "gan+cd")
+        self.use_cd = exp["method"] in ("cd", "gan+cd")
+        res = self.images.shape[-1]
+        if self.use_gan:
+            dcfg = {k: v for k, v in exp["discriminator"].items() if k in ("type", "backbones", "resolution", "diffaug")}
+            if dcfg["type"] != "projected":
+                dcfg = {"type": dcfg["type"]}
+            if exp["discriminator"].get("init"):
+                dcfg["weights"] = exp["discriminator"]["init"]
+            torch.manual_seed(exp["seed"])  # the frozen random projections: identical on every rank and every resume
+            self.D = build_discriminator(dcfg, res, self.label_dim, pretrained=not exp["offline"]).to(self.device).train()
+            d_params = self.D.trainable_parameters() if hasattr(self.D, "trainable_parameters") else [p for p in self.D.parameters() if p.requires_grad]
+            self.d_params = list(d_params)
+            lr_d, betas_d = exp["lr_d"], (0.0, 0.99)
+            if exp["r1_gamma"]:
+                lr_d, betas_d = lazy_adam_params(lr_d, betas_d, exp["r1_interval"])
+            self.opt_D = torch.optim.Adam(self.d_params, lr=lr_d, betas=betas_d, eps=1e-8, **self._fused())
+        if self.use_cd:
+            from d2o.cd import build_lpips
+            self.teacher = model_io.load_network(teacher_path or init_path).to(self.device).eval().requires_grad_(False)
+            self.lpips = build_lpips(exp["offline"]).to(self.device)
+        self.g_params = [p for p in self.G.parameters() if p.requires_grad]
+        self.opt_G = torch.optim.Adam(self.g_params, lr=exp["lr_g"], betas=(0.0, 0.99), eps=1e-8, **self._fused())
+        self.it, self.nimg = 0, 0
+        self.total_img = round(exp["duration_mimg"] * 1e6)
+        self._stop_signal = None
+
+    def _fused(self) -> dict:
+        return {"fused": True} if self.device.type == "cuda" else {}
+
+    # ---- state
+    def state_dict(self) -> dict:
+        s = {"it": self.it, "nimg": self.nimg, "G": self.G.state_dict(), "G_ema": self.G_ema.state_dict(),
+             "opt_G": self.opt_G.state_dict()}
+        if self.use_gan:
+            s.update(D=self.D.state_dict(), opt_D=self.opt_D.state_dict())
+        return s
+
+    def load_state_dict(self, s: dict) -> None:
+        self.it, self.nimg = s["it"], s["nimg"]
+        self.G.load_state_dict(s["G"])
+        self.G_ema.load_state_dict(s["G_ema"])
+        self.opt_G.load_state_dict(s["opt_G"])
+        if self.use_gan:
+            self.D.load_state_dict(s["D"])
+            self.opt_D.load_state_dict(s["opt_D"])
+
+    def save_state(self) -> None:
+        if self.rank == 0:
+            with atomic_path(self.run_dir / STATE_FILE) as tmp:
+                torch.save(self.state_dict(), tmp)
+        if self.world > 1:
+            dist.barrier()
+
+    def try_resume(self) -> bool:
+        path = self.run_dir / STATE_FILE
+        if not path.exists():
+            return False
+        self.load_state_dict(torch.load(path, map_location=self.device, weights_only=True))
+        log.info("resumed %s at iteration %d (%.3f Mimg)", self.run_dir, self.it, self.nimg / 1e6)
+        return True
+
+    # ---- one iteration
+    def _batch(self):
+        idx = self.sampler.batch(self.it, self.exp["batch"])[self.rank * self.batch_gpu:(self.rank + 1) * self.batch_gpu]
+        x = self.images[idx].to(self.device).float() / 127.5 - 1
+        c = None
+        if self.label_dim:
+            c = torch.nn.functional.one_hot(self.labels[idx], self.label_dim).float().to(self.device)
+        return x, c
+
+    def _fake_labels(self, g: torch.Generator):
+        if not self.label_dim:
+            return None
+        idx = torch.randint(len(self.labels), (self.batch_gpu,), generator=g)
+        return torch.nn.functional.one_hot(self.labels[idx], self.label_dim).float().to(self.device)
+
+    def _generate(self, z, c):
+        amp = self.device.type == "cuda" and self.exp["precision"] == "bf16"
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+            return run_generator(self.G, z, c, self.sigmas).float()
+
+    def step(self) -> dict:
+        exp, stats = self.exp, {}
+        g = _seeded(exp["seed"], 2, self.rank, self.it)
+        torch.manual_seed(int(torch.randint(2**62, (1,), generator=g)))  # DiffAugment and any other global draw
+        x, c = self._batch()
+        shape = (self.batch_gpu, *x.shape[1:])
+
+        # G step
+        z = torch.randn(shape, generator=g).to(self.device)
+        cz = self._fake_labels(g)
+        self.opt_G.zero_grad(set_to_none=True)
+        loss_g = torch.zeros((), device=self.device)
+        if self.use_gan:
+            self.D.requires_grad_(False)
+            fake = self._generate(z, cz)
+            logits = self.D(fake, cz)
+            loss_gan = gan_loss.generator_loss(logits, exp["loss"]["kind"], exp["loss"]["aggregation"])
+            loss_g = loss_g + loss_gan
+            stats["loss_G_gan"] = loss_gan.item()
+        if self.use_cd:
+            from d2o.cd import cd_loss
+            z_cd = torch.randn(x.shape, generator=g).to(self.device)
+            lc = cd_loss(self.G, self.teacher, x, z_cd, c, self.lpips, g, N=exp["cd"]["N"], rho=exp["cd"]["rho"],
+                         i_min=exp["cd"]["i_min"], resolution=exp["cd"]["lpips_resolution"])
+            loss_g = loss_g + exp["cd"]["weight"] * lc
+            stats["loss_G_cd"] = lc.item()
+        loss_g.backward()
+        _allreduce_grads(self.g_params, self.world)
+        sanitize_grads(self.g_params)
+        self.opt_G.step()
+        stats["loss_G"] = loss_g.item()
+
+        if self.use_gan:
+            # D step: fakes from the just-updated G, no grad
+            for p in self.d_params:
+                p.requires_grad_(True)
+            z2 = torch.randn(shape, generator=g).to(self.device)
+            c2 = self._fake_labels(g)
+            with torch.no_grad():
+                fake = self._generate(z2, c2)
+            self.opt_D.zero_grad(set_to_none=True)
+            lr_, lf_ = self.D(x, c), self.D(fake, c2)
+            loss_d = gan_loss.discriminator_loss(lr_, lf_, exp["loss"]["kind"], exp["loss"]["aggregation"])
+            loss_d.backward()
+            _allreduce_grads(self.d_params, self.world)
+            sanitize_grads(self.d_params)
+            self.opt_D.step()
+            stats.update(loss_D=loss_d.item(), logits_real=_mean_logit(lr_), logits_fake=_mean_logit(lf_))
+
+            if exp["r1_gamma"] and self.it > 0 and self.it % exp["r1_interval"] == 0:
+                self.opt_D.zero_grad(set_to_none=True)
+                loss_r1, sq = r1_penalty(self.D, x, c, exp["r1_gamma"], exp["r1_interval"])
+                loss_r1.backward()
+                _allreduce_grads(self.d_params, self.world)
+                sanitize_grads(self.d_params)
+                self.opt_D.step()
+                stats.update(loss_r1=loss_r1.item(), r1_grad_sq=sq.mean().item())
+
+        beta = ema_lib.ema_beta(exp["batch"], self.nimg, exp["ema_halflife_mimg"] * 1e6, exp["ema_rampup"])
+        ema_lib.update_ema(self.G_ema, self.G, beta)
+        self.nimg += exp["batch"]
+        self.it += 1
+        return stats
+
+    # ---- the loop
+    def _on_signal(self, signum, frame):
+        self._stop_signal = signum
+        log.warning("signal %d: saving state at the end of this iteration", signum)
+
+    def run(self, output: str | Path, snapshot_kimgs: list[int], stats_path: str | Path | None = None,
+            stop_after_iters: int | None = None) -> int:
+        """Train to the end (or to `stop_after_iters`, for tests); returns 0 when done or RESUME_EXIT_CODE."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        snap_dir = self.run_dir / "snapshots"
+        snap_dir.mkdir(exist_ok=True)
+        self.try_resume()
+        for sig in (signal.SIGTERM, signal.SIGUSR1):
+            with contextlib.suppress(ValueError):  # not in the main thread (tests)
+                signal.signal(sig, self._on_signal)
+        stats_path = Path(stats_path or self.run_dir / "stats.jsonl")
+        pending = [k for k in snapshot_kimgs if k * 1000 > self.nimg]
+        t_start, img_start, last_state, last_log = time.time(), self.nimg, time.time(), self.nimg
+        log_every = self.exp["log_every_kimg"] * 1000
+        acc: dict[str, list[float]] = {}
+        while self.nimg < self.total_img:
+            for k, v in self.step().items():
+                acc.setdefault(k, []).append(v)
+            while pending and self.nimg >= pending[0] * 1000:
+                self._save_snapshot(snap_dir / f"snapshot-{pending.pop(0):06d}.safetensors")
+            if self.nimg - last_log >= log_every or self.nimg >= self.total_img:
+                rate = (self.nimg - img_start) / max(time.time() - t_start, 1e-9)
+                rec = {"it": self.it, "kimg": self.nimg / 1e3, "img_per_s": rate,
+                       "eta_s": (self.total_img - self.nimg) / max(rate, 1e-9),
+                       **{k: float(np.mean(v)) for k, v in acc.items()}}
+                acc.clear()
+                last_log = self.nimg
+                if self.rank == 0:
+                    with open(stats_path, "a") as f:
+                        f.write(json.dumps(rec) + "\n")
+                    log.info("kimg %.1f  %.1f img/s  ETA %.0f s  %s", rec["kimg"], rate, rec["eta_s"],
+                             " ".join(f"{k}={v:.4g}" for k, v in rec.items() if k.startswith(("loss", "logits"))))
+            if self._stop_signal is not None:
+                self.save_state()
+                return RESUME_EXIT_CODE
+            if time.time() - last_state > self.exp["state_minutes"] * 60:
+                self.save_state()
+                last_state = time.time()
+            if stop_after_iters is not None and self.it >= stop_after_iters:
+                self.save_state()
+                return RESUME_EXIT_CODE
+        self.save_state()
+        if self.rank == 0:
+            self.write_outputs(output)
+        return 0
+
+    def _save_snapshot(self, path: Path) -> None:
+        if self.rank == 0 and not path.exists():
+            model_io.save_model(self.G_ema, path, extra={"experiment": self.exp["name"], "nimg": self.nimg})
+
+    def write_outputs(self, output: str | Path) -> None:
+        output = Path(output)
+        model_io.save_model(self.G_ema, output, extra={"experiment": self.exp["name"], "nimg": self.nimg,
+                                                        "offline": self.exp["offline"], "label": self.exp["label"]})
+        summary = {"experiment": self.exp["name"], "images": self.nimg, "iterations": self.it,
+                   "training_mimg": self.nimg / 1e6, "params_m": self.shares["total_params"] / 1e6,
+                   "shares": self.shares, "frozen_tensors": len(self.frozen), "sigmas": self.sigmas,
+                   "offline": self.exp["offline"], "label": self.exp["label"], "world_size": self.world,
+                   "config": self.exp}
+        atomic_write_json(output.with_name("train.json"), summary)
+
+
+def _mean_logit(logits) -> float:
+    flat = [t.detach().float().mean() for group in logits for t in group]
+    return float(torch.stack(flat).mean())
+
+
+def copy_snapshots(run_dir: str | Path, dest_dir: str | Path, kimgs: list[int]) -> None:
+    """Hard-link (or copy) the run's snapshots into the declared snapshot folder."""
+    dest_dir = Path(dest_dir)
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    for k in kimgs:
+        src = Path(run_dir) / "snapshots" / f"snapshot-{k:06d}.safetensors"
+        if not src.exists():
+            raise FileNotFoundError(f"{src}: snapshot missing after training; delete {run_dir} and retrain")
+        dst = dest_dir / src.name
+        if not dst.exists():
+            try:
+                os.link(src, dst)
+            except OSError:
+                import shutil
+                shutil.copy2(src, dst)
+
+
+def eta_string(seconds: float) -> str:
+    return time.strftime("%H:%M:%S", time.gmtime(max(0, math.floor(seconds))))

@@ -1,0 +1,48 @@
+"""Glue shared by the thin workflow scripts (workflow/scripts/*.py): logging into the rule's log file, devices,
+metric settings from the registry."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import torch
+
+
+def setup_logging(log_path: str | None = None, level=logging.INFO) -> logging.Logger:
+    handlers = [logging.StreamHandler(sys.stderr)]
+    if log_path:
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_path, mode="a"))
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s", handlers=handlers, force=True)
+    return logging.getLogger("d2o")
+
+
+def from_snakemake(smk) -> logging.Logger:
+    """Log to the rule's log file; limit torch threads to the rule's threads."""
+    torch.set_num_threads(max(1, int(getattr(smk, "threads", 1) or 1)))
+    return setup_logging(smk.log[0] if len(smk.log) else None)
+
+
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def read_json(path) -> dict:
+    with open(path) as f:
+        return json.load(f)
+
+
+def metric_kwargs(metrics_cfg: dict, offline: bool, which: str = "fid") -> dict:
+    """Feature extractor, layer, weights and batch for one metric, from the registry's `metrics` block."""
+    from d2o import metrics
+
+    s = metrics.extractor_settings(offline or metrics_cfg.get("extractor") == "demo")
+    if which == "clip_fid":
+        return dict(feature_extractor=s["clip_extractor"], layer=s["layer_clip"], weights_path=metrics_cfg.get("clip_weights"),
+                    batch_size=metrics_cfg.get("batch", 250), label=s["label"])
+    layer = {"fid": s["layer_fid"], "is": s["layer_isc"], "pr": s["layer_prc"]}[which]
+    return dict(feature_extractor=s["feature_extractor"], layer=layer, weights_path=metrics_cfg.get("inception_weights"),
+                batch_size=metrics_cfg.get("batch", 250), label=s["label"])

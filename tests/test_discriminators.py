@@ -1,0 +1,215 @@
+"""Discriminator side of D2O: feature networks, projected discriminator, Table 1 discriminators, DiffAugment, R1."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from d2o.diffaug import diff_augment, rand_cutout, rand_translation
+from d2o.discriminators import build_discriminator, minibatch_std
+from d2o.feature_networks import build_feature_network
+from d2o.projected_discriminator import MiniDiscriminator, ProjectedDiscriminator
+from d2o.r1 import lazy_adam_params, r1_penalty, sanitize_grads
+
+
+def shapes(logits):
+    return [[tuple(t.shape) for t in heads] for heads in logits]
+
+
+@pytest.fixture(scope="module")
+def cifar_d():
+    torch.manual_seed(0)
+    return ProjectedDiscriminator(["vgg16_bn", "tf_efficientnet_lite0"], pretrained=False, label_dim=10)
+
+
+def test_real_backbone_taps_at_224():
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        vgg = build_feature_network("vgg16_bn", pretrained=False)(x)
+        eff = build_feature_network("tf_efficientnet_lite0", pretrained=False)(x)
+    assert [tuple(t.shape[1:]) for t in vgg] == [(128, 112, 112), (256, 56, 56), (512, 28, 28), (512, 14, 14)]
+    assert [tuple(t.shape[1:]) for t in eff] == [(24, 56, 56), (40, 28, 28), (112, 14, 14), (320, 7, 7)]
+
+
+def test_cifar_discriminator_logit_maps(cifar_d):
+    D = cifar_d
+    assert [[h.num_down for h in D.discriminators[n].heads] for n in D.backbones] == [[4, 3, 2, 1]] * 2
+    x, c = torch.rand(1, 3, 32, 32) * 2 - 1, F.one_hot(torch.tensor([3]), 10).float()
+    # Projection output: cout x (1, 1, 2, 4) channels at twice the tap resolution (spec §3.2).
+    feats = D.projections["tf_efficientnet_lite0"](D.preprocess(x, "tf_efficientnet_lite0"))
+    assert [tuple(t.shape[1:]) for t in feats] == [(64, 112, 112), (64, 56, 56), (128, 28, 28), (256, 14, 14)]
+    with torch.no_grad():
+        logits = D(x, c)
+    assert shapes(logits) == [[(1, 121)] * 4, [(1, 16)] * 4]  # VGG 11x11, EfficientNet 4x4 (spec §3.3)
+
+
+def test_frozen_parts_get_no_grads(cifar_d):
+    D = cifar_d.train()
+    assert all(not m.training for m in D.projections.modules())
+    assert all(m.training for m in D.discriminators.modules())
+    trainable = {id(p) for p in D.trainable_parameters()}
+    frozen = list(D.projections.parameters())
+    assert frozen and not any(p.requires_grad or id(p) in trainable for p in frozen)
+    assert trainable == {id(p) for p in D.discriminators.parameters()}
+    x = (torch.rand(2, 3, 16, 16) * 2 - 1).requires_grad_(True)
+    c = F.one_hot(torch.tensor([1, 7]), 10).float()
+    sum(t.sum() for heads in D(x, c) for t in heads).backward()
+    assert all(p.grad is None for p in frozen)
+    assert x.grad is not None and x.grad.abs().sum() > 0  # G gets gradients through the frozen networks
+    assert all(p.grad is not None for p in D.discriminators.parameters() if p.requires_grad
+               and not any(p is h.embed.weight for d in D.discriminators.values() for h in d.heads))
+
+
+def test_conditional_head_math():
+    torch.manual_seed(1)
+    head = MiniDiscriminator(cin=8, start_sz=16, end_sz=8, label_dim=5, cmap_dim=4).eval()
+    x = torch.randn(3, 8, 20, 20)
+    labels = torch.tensor([0, 4, 2])
+    c = F.one_hot(labels, 5).float()
+    out = head(x, c)
+    h = head.cls(head.main(x))                                            # (3, 4, 7, 7)
+    e = head.embed.weight[labels]                                         # (3, 320)
+    w = head.embed_proj.weight / math.sqrt(320)
+    cmap = F.leaky_relu(e @ w.T + head.embed_proj.bias, 0.2) * math.sqrt(2)
+    expected = (h * cmap[:, :, None, None]).sum(1).flatten(1) / 2.0      # / sqrt(cmap_dim = 4)
+    assert out.shape == (3, 49)
+    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_tiny_backbone_fast_forward_backward():
+    torch.manual_seed(0)
+    D = ProjectedDiscriminator(["tiny"], pretrained=False, img_resolution=16, cout=16, label_dim=3)
+    x = torch.rand(4, 3, 16, 16) * 2 - 1
+    c = F.one_hot(torch.tensor([0, 1, 2, 0]), 3).float()
+    logits = D(x, c)
+    assert shapes(logits) == [[(4, 4)] * 4]
+    sum(t.sum() for t in logits[0]).backward()
+    assert all(p.grad is not None for p in D.trainable_parameters() if p.dim() > 1 and p.shape[0] != 1000)
+    with pytest.raises(ValueError, match="img_resolution"):
+        ProjectedDiscriminator(["tiny"], pretrained=False)
+    with pytest.raises(ValueError, match="one-hot"):
+        D(x, None)
+
+
+def test_diffaug_in_projected_discriminator_is_random():
+    torch.manual_seed(0)
+    D = ProjectedDiscriminator(["tiny"], pretrained=False, img_resolution=16, cout=8, diffaug=True).eval()
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    a, b = D(x, None)[0][0], D(x, None)[0][0]
+    assert not torch.allclose(a, b)
+
+
+@pytest.mark.slow
+def test_deit_backbone_logit_maps():
+    D = ProjectedDiscriminator(["deit_base_distilled_patch16_224", "tf_efficientnet_lite0"], pretrained=False)
+    with torch.no_grad():
+        assert shapes(D(torch.rand(1, 3, 64, 64) * 2 - 1, None)) == [[(1, 16)] * 4, [(1, 16)] * 4]
+
+
+def test_table1_discriminators():
+    x = torch.rand(4, 3, 32, 32) * 2 - 1
+    c = F.one_hot(torch.arange(4), 10).float()
+    assert shapes(build_discriminator({"type": "vgg16"}, 32, 0, pretrained=False)(x)) == [[(4, 1)]]
+    lp = build_discriminator({"type": "lpips"}, 32, 0, pretrained=False)
+    assert shapes(lp(x)) == [[(4, 1024), (4, 256), (4, 64), (4, 16), (4, 4)]]
+    assert all(not p.requires_grad for p in lp.features.parameters())
+    sg = build_discriminator({"type": "stylegan2"}, 32, 10, pretrained=False)
+    assert shapes(sg(x, c)) == [[(4, 1)]]
+    assert sg.b32.conv0.weight.shape == (512, 512, 3, 3) and sg.mapping.fc7.weight.shape == (512, 512)
+    with pytest.raises(ValueError, match="'type'"):
+        build_discriminator({"type": "biggan"}, 32, 0)
+
+
+def test_stylegan2_loads_state_dict(tmp_path):
+    torch.manual_seed(0)
+    a = build_discriminator({"type": "stylegan2"}, 8, 0)
+    path = tmp_path / "d.pt"
+    torch.save(a.state_dict(), path)
+    torch.manual_seed(1)
+    b = build_discriminator({"type": "stylegan2", "weights": str(path)}, 8, 0)
+    x = torch.randn(4, 3, 8, 8)
+    torch.testing.assert_close(a(x)[0][0], b(x)[0][0])
+
+
+def test_stylegan2_downsampling_and_mbstd():
+    # 1x1 skip of a constant image stays constant away from the zero-padded border (normalised FIR filter).
+    sg = build_discriminator({"type": "stylegan2"}, 16, 0)
+    conv = sg.b16.skip
+    with torch.no_grad():
+        conv.weight.fill_(1.0)
+        y = conv(torch.ones(1, 512, 16, 16))
+    assert y.shape == (1, 512, 8, 8)
+    torch.testing.assert_close(y[0, 0, 1:-1, 1:-1], torch.full((6, 6), 512 / math.sqrt(512)))
+    x = torch.randn(8, 6, 4, 4)
+    out = minibatch_std(x, group_size=4)
+    g = x.reshape(4, 2, 6, 4, 4)
+    std = (g.var(dim=0, unbiased=False) + 1e-8).sqrt().mean(dim=[1, 2, 3])  # per group-slot
+    torch.testing.assert_close(out[:, 6, 0, 0], std.repeat(4))
+
+
+def test_r1_matches_direct_autograd():
+    torch.manual_seed(0)
+    w = torch.randn(3, 5, 5)
+
+    def toy_d(x, c):
+        h = torch.tanh(x * w)
+        return [[h.flatten(1), (h ** 2).mean(dim=[1, 2, 3])[:, None]], [h[:, :1].flatten(1) * 3]]
+
+    real = torch.randn(4, 3, 5, 5)
+    loss, sq = r1_penalty(toy_d, real, None, gamma=1e-3, interval=16)
+    xr = real.clone().requires_grad_(True)
+    out = toy_d(xr, None)
+    total = out[0][0].sum() + out[0][1].sum() + out[1][0].sum()
+    (g,) = torch.autograd.grad(total, xr)
+    expected_sq = g.pow(2).flatten(1).sum(1)
+    torch.testing.assert_close(sq, expected_sq)
+    torch.testing.assert_close(loss, expected_sq.mean() * 1e-3 / 2 * 16)
+    assert loss.requires_grad  # create_graph: the penalty can be backpropagated into D
+
+
+def test_r1_on_projected_discriminator_backprops_into_heads():
+    torch.manual_seed(0)
+    D = ProjectedDiscriminator(["tiny"], pretrained=False, img_resolution=16, cout=8)
+    loss, sq = r1_penalty(D, torch.rand(2, 3, 16, 16) * 2 - 1, None, gamma=1e-4, interval=16)
+    loss.backward()
+    assert sq.shape == (2,) and (sq > 0).all()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in D.trainable_parameters())
+
+
+def test_lazy_adam_params_and_sanitize():
+    lr, betas = lazy_adam_params(1e-4, (0.0, 0.99), 16)
+    assert lr == pytest.approx(1e-4 * 16 / 17) and betas[0] == 0.0
+    assert betas[1] == pytest.approx(0.990585, abs=1e-6)
+    assert lazy_adam_params(1e-4, (0.0, 0.99), 0) == (1e-4, (0.0, 0.99))
+    p = torch.nn.Parameter(torch.zeros(4))
+    p.grad = torch.tensor([float("nan"), float("inf"), -float("inf"), 2.0])
+    sanitize_grads([p, torch.nn.Parameter(torch.zeros(1))])
+    assert p.grad.tolist() == [0.0, 1e5, -1e5, 2.0]
+
+
+def test_diffaug_shape_determinism_and_semantics():
+    x = torch.rand(5, 3, 16, 16) * 2 - 1
+    a = diff_augment(x, generator=torch.Generator().manual_seed(3))
+    b = diff_augment(x, generator=torch.Generator().manual_seed(3))
+    c = diff_augment(x, generator=torch.Generator().manual_seed(4))
+    assert a.shape == x.shape and torch.equal(a, b) and not torch.equal(a, c)
+    assert torch.equal(diff_augment(x, policy=""), x)
+    with pytest.raises(ValueError, match="policy"):
+        diff_augment(x, policy="flip")
+    # Translation: each sample is an integer shift with zero fill, |shift| <= int(16 * 0.125 + 0.5) = 2.
+    t = rand_translation(x, generator=torch.Generator().manual_seed(0))
+    pad = F.pad(x, [2, 2, 2, 2])
+    for i in range(5):
+        assert any(torch.equal(t[i], pad[i, :, 2 + dy:18 + dy, 2 + dx:18 + dx])
+                   for dy in range(-2, 3) for dx in range(-2, 3))
+    # Cutout: zeroes at most a 3x3 box (int(16 * 0.2 + 0.5) = 3) per sample, and nothing else changes.
+    ones = torch.ones(64, 1, 16, 16)
+    cut = rand_cutout(ones, generator=torch.Generator().manual_seed(0))
+    zeros = (cut == 0).flatten(1).sum(1)
+    assert zeros.max() == 9 and zeros.min() >= 3 and ((cut == 0) | (cut == 1)).all()
+    # Differentiable.
+    xg = x.clone().requires_grad_(True)
+    diff_augment(xg).sum().backward()
+    assert xg.grad is not None and np.isfinite(xg.grad.numpy()).all()

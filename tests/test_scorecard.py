@@ -1,0 +1,65 @@
+"""Scorecard: every own-paper number is listed with the reproduced value, delta, status and run."""
+
+import csv
+import io
+
+from d2o import scorecard
+from d2o.literature import load_literature
+
+LIT = load_literature()
+PAPER, DEMO = "paper protocol", "demo features, not comparable with the paper"
+# Own-method numbers in the paper: Tab 1 (5), Tab 2 (5), Tab 3 (4 FIDs + 4 shares), Tab 4 (6), Tab 5 (4), Tab 6 (6),
+# Tab 11 (12), Tab 12 (3), text (0.2 Mimg 3.62 / 4.12, vs-EDM 1.87, teacher-student 1.78, teachers <= 2.2),
+# Figs 8-21 captions (10).
+N_OWN = 5 + 5 + 8 + 6 + 4 + 6 + 12 + 3 + 5 + 10
+
+
+def _csv(text):
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def test_lists_every_own_number():
+    assert len(LIT.own_results) == N_OWN
+    md, text = scorecard.build(LIT, {}, PAPER)
+    rs = _csv(text)
+    own = [r for r in rs if r["kind"] == "own"]
+    assert len(own) == N_OWN and all(r["status"] == "not run" and r["reproduced"] == "not run" for r in own)
+    assert {r["id"] for r in own} == {e["id"] for e in LIT.own_results}
+    assert f"{N_OWN} numbers reported by the paper" in md and PAPER in md
+    base = {r["id"] for r in rs if r["kind"] == "baseline"}
+    assert {"table4/edm_uncond/fid", "table6/edm_imagenet/fid", "fig7_21/imagenet_edm/fid", "text_5.2/cd/fid_vs_edm_samples"} <= base
+    for v in ("3.62", "4.12", "1.87", "1.78", "<= 2.2", "~6", "collapse"):
+        assert any(r["paper"] == v for r in own), v
+
+
+def test_statuses_delta_and_experiment():
+    computed = {("table4", "d2o_uncond", "fid"): (1.70, "cifar_uncond_d2o"),
+                ("table4", "d2o_f_uncond", "fid"): (1.90, "cifar_uncond_d2o_f"),
+                ("table1", "stylegan2_scratch", "fid"): (150.0, "d_sg2"),
+                ("table1", "vgg16", "fid"): ("collapse", "d_vgg"),
+                ("text", "teachers_vs_dataset_max", "fid"): (2.05, "teachers")}
+    rs = {r["id"]: r for r in _csv(scorecard.build(LIT, computed, PAPER)[1])}
+    r = rs["table4/d2o_uncond/fid"]
+    assert (r["status"], r["delta"], r["experiment"], r["reproduced"]) == ("reproduced", "+0.04", "cifar_uncond_d2o", "1.7")
+    assert rs["fig7_21/cifar10_uncond_d2o/fid"]["status"] == "reproduced"      # measured_as the Table 4 cell
+    assert rs["table4/d2o_f_uncond/fid"]["status"] == "differs"
+    assert rs["table1/stylegan2_scratch/fid"]["status"] == "reproduced"        # FID >= 50 counts as collapse
+    assert rs["table1/vgg16/fid"]["status"] == "differs"
+    assert rs["text/teachers_vs_dataset_max/fid"]["status"] == "reproduced"    # "<=" bound
+    assert rs["table5/d2o_ffhq/fid"]["status"] == "not run"
+    tight = {r["id"]: r for r in _csv(scorecard.build(LIT, computed, PAPER, rel_tol=0.0, abs_tol=0.01)[1])}
+    assert tight["table4/d2o_uncond/fid"]["status"] == "differs"
+
+
+def test_demo_label_is_not_comparable():
+    md, text = scorecard.build(LIT, {("table4", "d2o_uncond", "fid"): (25.0, "demo_d2o")}, DEMO)
+    rs = {r["id"]: r for r in _csv(text)}
+    assert rs["table4/d2o_uncond/fid"]["status"] == "demo (not comparable)"
+    assert all(r["label"] == DEMO for r in rs.values()) and DEMO in md
+
+
+def test_own_list_input_and_write(tmp_path):
+    md, text = scorecard.build(LIT.own_results, {}, PAPER)
+    assert len(_csv(text)) == N_OWN
+    scorecard.write(LIT, {}, PAPER, tmp_path / "s.md", tmp_path / "s.csv")
+    assert (tmp_path / "s.md").read_text().startswith("# D2O reproduction scorecard")
