@@ -1,7 +1,9 @@
 # All Python of the workflow: registry validation, result paths, input functions, resources.
 import json
 import math
+import os
 import re
+import sys
 
 from snakemake.exceptions import WorkflowError
 
@@ -22,7 +24,8 @@ TRAIN = [n for n, e in EXPERIMENTS.items() if e["kind"] == "train"]
 DOWNLOAD_CKPTS = [n for n, c in config["checkpoints"].items() if "url" in c]
 PRETRAIN_CKPTS = [n for n, c in config["checkpoints"].items() if "pretrain" in c]
 METRIC_EXTRACTOR = config["metrics"]["extractor"]
-SCRIPTS = "workflow/scripts"
+SCRIPTS = os.path.join(workflow.basedir, "workflow", "scripts")  # absolute: the DAG may run in another --directory
+LITERATURE = os.path.join(workflow.basedir, "config", "literature.yaml")
 
 
 def _alt(names):
@@ -188,9 +191,15 @@ def job_gpus(wildcards):
     return min(1, _gpus(exp(wildcards)))
 
 
+def _python():
+    """The interpreter running Snakemake (also inside a SLURM job), or the conda env's `python` under --sdm conda."""
+    methods = getattr(getattr(workflow, "deployment_settings", None), "deployment_method", ()) or ()
+    return "python" if any("conda" in str(m).lower() for m in methods) else sys.executable
+
+
 def launcher(wildcards):
     """torchrun for multi-GPU training inside one job (single node; free rendezvous port), else plain python."""
     n = train_gpus(wildcards)
     if n > 1:
-        return f"torchrun --standalone --nproc_per_node={n}"
-    return "python"
+        return f"{_python()} -m torch.distributed.run --standalone --nproc_per_node={n}"
+    return _python()

@@ -11,10 +11,9 @@ rule table:
     params:
         slots=lambda wc: config["tables"][wc.table]["slots"],
         experiments=lambda wc: {n: EXPERIMENTS[n] for n in config["tables"][wc.table]["slots"].values()},
-        results=R,
         label=config["label"],
         collapse_fid=config["collapse_fid"],
-        literature="config/literature.yaml",
+        literature=LITERATURE,
     localrule: True
     log:
         f"{L}/table/{{table}}.log",
@@ -33,9 +32,8 @@ rule figure:
     params:
         slots=lambda wc: config["figures"][wc.figure]["slots"],
         experiments=lambda wc: {n: EXPERIMENTS[n] for n in config["figures"][wc.figure]["slots"].values()},
-        results=R,
         label=config["label"],
-        literature="config/literature.yaml",
+        literature=LITERATURE,
         frequency=config["frequency"],
     localrule: True
     log:
@@ -54,9 +52,8 @@ rule scorecard:
         csv=f"{R}/scorecard.csv",
     params:
         tables={t: spec["slots"] for t, spec in config["tables"].items()},
-        results=R,
         label=config["label"],
-        literature="config/literature.yaml",
+        literature=LITERATURE,
     localrule: True
     log:
         f"{L}/scorecard.log",

@@ -28,6 +28,7 @@ rule train:
         run_dir=lambda wc: f"{R}/{wc.train_experiment}/run",
         launcher=launcher,
         script=f"{SCRIPTS}/train.py",
+        omp=lambda wc: exp(wc, "train_experiment")["resources"]["cpus_per_gpu" if train_gpus(wc) else "threads"],
     threads: train_threads
     resources:
         gpu=train_gpus,
@@ -42,6 +43,6 @@ rule train:
     conda:
         "../envs/d2o.yaml"
     shell:
-        "OMP_NUM_THREADS={threads} {params.launcher} {params.script} --config {input.config} "
+        "OMP_NUM_THREADS={params.omp} {params.launcher} {params.script} --config {input.config} "
         "--dataset {input.dataset} --init {input.init} --run-dir {params.run_dir} --output {output.model} "
         "--snapshots {output.snapshots} > {log} 2>&1"

@@ -152,3 +152,41 @@ def write_edm_pickle(path, net_class_name: str, init_kwargs: dict, state_dict: d
     with open(path, "wb") as f:
         EDMPickler(f, protocol=protocol).dump(data)
     return path
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Optional evidence: a snapshot written by EDM's own code (needs a local EDM checkout; nothing of EDM is committed).
+
+EDM_FIXTURE_SCRIPT = r'''
+import copy, pickle, sys, torch
+sys.path.insert(0, sys.argv[1])
+from training.networks import EDMPrecond
+from training.loss import EDMLoss
+from training.augment import AugmentPipe
+torch.manual_seed(0)
+kw = dict(img_resolution=8, img_channels=3, label_dim=10, model_type="SongUNet", embedding_type="positional",
+          encoder_type="standard", decoder_type="standard", channel_mult_noise=1, resample_filter=[1, 1],
+          model_channels=16, channel_mult=[1, 2], num_blocks=1, attn_resolutions=[4], dropout=0.13, augment_dim=9)
+net = EDMPrecond(**kw)
+with torch.no_grad():
+    for p in net.parameters():
+        p.add_(0.01 * torch.randn_like(p))
+data = dict(ema=copy.deepcopy(net).eval().requires_grad_(False).cpu(), loss_fn=EDMLoss(),
+            augment_pipe=AugmentPipe(p=0.12, xflip=1e8, yflip=1, scale=1, rotate_frac=1, aniso=1, translate_frac=1),
+            dataset_kwargs=dict(class_name="training.dataset.ImageFolderDataset", path="x.zip", use_labels=True))
+with open(sys.argv[2], "wb") as f:
+    pickle.dump(data, f)  # as EDM's training loop does
+x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+s, c = torch.tensor([0.3, 5.0]), torch.nn.functional.one_hot(torch.tensor([1, 7]), 10).float()
+torch.save(dict(x=x, s=s, c=c, y=data["ema"](x, s, c), kw=kw, sd=data["ema"].state_dict()), sys.argv[2] + ".ref.pt")
+'''
+
+
+def make_edm_fixture(edm_root, out) -> Path:
+    """Run EDM's own code (checkout at `edm_root`) in a subprocess to pickle a tiny EDMPrecond snapshot at `out`,
+    plus `out.ref.pt` with its state_dict and one forward pass. Used only when a checkout is available."""
+    import subprocess
+    import sys
+    subprocess.run([sys.executable, "-c", EDM_FIXTURE_SCRIPT, str(edm_root), str(out)], check=True,
+                   capture_output=True, text=True)
+    return Path(out)

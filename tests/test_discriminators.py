@@ -14,6 +14,15 @@ from d2o.projected_discriminator import MiniDiscriminator, ProjectedDiscriminato
 from d2o.r1 import lazy_adam_params, r1_penalty, sanitize_grads
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Small convs on a shared 2-core machine: OpenMP oversubscription makes 2 threads up to 50x slower."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def shapes(logits):
     return [[tuple(t.shape) for t in heads] for heads in logits]
 

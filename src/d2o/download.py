@@ -71,8 +71,9 @@ def write_lock_entry(lock_file: str | os.PathLike, key: str, entry: dict) -> Non
         atomic_write_text(lock_file, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
-def _move_aside(path: Path, actual: str) -> Path:
-    bad = path.with_name(f"{path.name}.bad-{actual[:8]}")
+def _move_aside(path: Path, dest: Path, actual: str) -> Path:
+    """Rename `path` (dest or its .part) to `dest.bad-<hash8>`: a bad file is kept for inspection, never deleted."""
+    bad = dest.with_name(f"{dest.name}.bad-{actual[:8]}")
     os.replace(path, bad)
     return bad
 
@@ -162,7 +163,7 @@ def download(url: str, dest: str | os.PathLike, sha256: str | None = None, lock_
         if expected is not None:
             actual = sha256_file(dest)
             if actual != expected:
-                raise _mismatch(dest, _move_aside(dest, actual), expected, actual, origin, lock_file, key)
+                raise _mismatch(dest, _move_aside(dest, dest, actual), expected, actual, origin, lock_file, key)
         else:  # dest only ever appears by atomic rename after a complete transfer
             record(sha256_file(dest), dest.stat().st_size)
         return dest
@@ -195,7 +196,7 @@ def download(url: str, dest: str | os.PathLike, sha256: str | None = None, lock_
 
     actual = sha256_file(part)
     if expected is not None and actual != expected:
-        raise _mismatch(dest, _move_aside(part, actual), expected, actual, origin, lock_file, key)
+        raise _mismatch(dest, _move_aside(part, dest, actual), expected, actual, origin, lock_file, key)
     if expected is None and lock_file is not None and total is None:
         print(f"d2o.download: {url} sent no Content-Length; not recording it in {lock_file} (completeness unknown). "
               f"Its SHA-256 is {actual}; set sha256 in the config.", file=sys.stderr)

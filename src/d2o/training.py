@@ -20,8 +20,8 @@ import contextlib
 import copy
 import json
 import logging
-import math
 import os
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -79,6 +79,21 @@ def _seeded(seed: int, *keys: int, device="cpu") -> torch.Generator:
     return g
 
 
+def slurm_end_time() -> float | None:
+    """UNIX time at which SLURM will stop this job (SLURM_JOB_END_TIME, else squeue), or None outside SLURM."""
+    if os.environ.get("SLURM_JOB_END_TIME", "").isdigit():
+        return float(os.environ["SLURM_JOB_END_TIME"])
+    job = os.environ.get("SLURM_JOB_ID")
+    if not job:
+        return None
+    import subprocess
+
+    with contextlib.suppress(Exception):
+        out = subprocess.run(["squeue", "-h", "-j", job, "-o", "%e"], capture_output=True, text=True, timeout=30).stdout.strip()
+        return time.mktime(time.strptime(out, "%Y-%m-%dT%H:%M:%S"))
+    return None
+
+
 # ----------------------------------------------------------------------------------------------- data
 
 
@@ -134,7 +149,7 @@ class Trainer:
         self.use_cd = exp["method"] in ("cd", "gan+cd")
         res = self.images.shape[-1]
         if self.use_gan:
-            dcfg = {k: v for k, v in exp["discriminator"].items() if k in ("type", "backbones", "resolution", "diffaug")}
+            dcfg = {k: v for k, v in exp["discriminator"].items() if k in ("type", "backbones", "resolution", "diffaug", "cout")}
             if dcfg["type"] != "projected":
                 dcfg = {"type": dcfg["type"]}
             if exp["discriminator"].get("init"):
@@ -189,6 +204,11 @@ class Trainer:
         if not path.exists():
             return False
         self.load_state_dict(torch.load(path, map_location=self.device, weights_only=True))
+        stats = self.run_dir / "stats.jsonl"
+        if self.rank == 0 and stats.exists():  # drop log lines of iterations that will be recomputed
+            keep = [l for l in stats.read_text().splitlines() if l and json.loads(l)["it"] <= self.it]
+            with atomic_path(stats) as tmp:
+                tmp.write_text("".join(l + "\n" for l in keep))
         log.info("resumed %s at iteration %d (%.3f Mimg)", self.run_dir, self.it, self.nimg / 1e6)
         return True
 
@@ -293,6 +313,10 @@ class Trainer:
                 signal.signal(sig, self._on_signal)
         stats_path = Path(stats_path or self.run_dir / "stats.jsonl")
         pending = [k for k in snapshot_kimgs if k * 1000 > self.nimg]
+        end_time = slurm_end_time()
+        margin = self.exp.get("stop_margin_s", 300)
+        if end_time is not None:
+            log.info("SLURM job ends at %s: saving state and stopping %d s before", time.ctime(end_time), margin)
         t_start, img_start, last_state, last_log = time.time(), self.nimg, time.time(), self.nimg
         log_every = self.exp["log_every_kimg"] * 1000
         acc: dict[str, list[float]] = {}
@@ -313,7 +337,8 @@ class Trainer:
                         f.write(json.dumps(rec) + "\n")
                     log.info("kimg %.1f  %.1f img/s  ETA %.0f s  %s", rec["kimg"], rate, rec["eta_s"],
                              " ".join(f"{k}={v:.4g}" for k, v in rec.items() if k.startswith(("loss", "logits"))))
-            if self._stop_signal is not None:
+            if self._stop_signal is not None or (end_time is not None and time.time() > end_time - margin):
+                log.warning("stopping at iteration %d before the time limit; rerun (or let the scheduler retry) to resume", self.it)
                 self.save_state()
                 return RESUME_EXIT_CODE
             if time.time() - last_state > self.exp["state_minutes"] * 60:
@@ -361,9 +386,4 @@ def copy_snapshots(run_dir: str | Path, dest_dir: str | Path, kimgs: list[int]) 
             try:
                 os.link(src, dst)
             except OSError:
-                import shutil
                 shutil.copy2(src, dst)
-
-
-def eta_string(seconds: float) -> str:
-    return time.strftime("%H:%M:%S", time.gmtime(max(0, math.floor(seconds))))

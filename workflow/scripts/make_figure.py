@@ -8,9 +8,10 @@ from d2o.literature import load_literature
 from d2o.workflow import from_snakemake
 
 log = from_snakemake(snakemake)
+results = Path(snakemake.output.pdf).parents[1]  # <results>/tables|figures/... -> <results>
 p, name = snakemake.params, snakemake.wildcards.figure
 stem = Path(snakemake.output.pdf).with_suffix("")
-data = report.collect_slots(p.results, p.slots) if name not in ("fig4", "fig6") else {}
+data = report.collect_slots(results, p.slots) if name not in ("fig4", "fig6") else {}
 curves = lambda keys: {p.slots[k]: data[k].get("curve", []) for k in keys if k in data}  # noqa: E731
 
 if name == "fig1":
@@ -41,7 +42,7 @@ elif name in ("fig5", "grids"):
         if slot.endswith("_d2o") and not slot.endswith("_d2o_f"):
             dataset, model = slot[:-4], "d2o"
         grids.setdefault(dataset, {})[{"edm": "EDM", "d2o": "D2O", "d2o_f": "D2O-F"}.get(model, model)] = \
-            np.load(Path(p.results) / "grids" / f"{exp}.npz")["images"]
+            np.load(Path(results) / "grids" / f"{exp}.npz")["images"]
     fig = figures.fig5(grids, p.label)
 else:
     raise ValueError(f"unknown figure {name}")

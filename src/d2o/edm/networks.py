@@ -139,8 +139,9 @@ class AttentionOp(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k):
-        scale = 1 / np.sqrt(k.shape[1])
-        w = torch.einsum("ncq,nck->nqk", q.to(torch.float32), (k * scale).to(torch.float32)).softmax(dim=2).to(q.dtype)
+        # divide by sqrt(C) (not multiply by its inverse): bit-identical to EDM in float32
+        w = torch.einsum("ncq,nck->nqk", q.to(torch.float32), (k / np.sqrt(k.shape[1])).to(torch.float32))
+        w = w.softmax(dim=2).to(q.dtype)
         ctx.save_for_backward(q, k, w)
         return w
 
@@ -149,9 +150,8 @@ class AttentionOp(torch.autograd.Function):
         q, k, w = ctx.saved_tensors
         w32, dw32 = w.to(torch.float32), dw.to(torch.float32)
         dlogits = w32 * (dw32 - (dw32 * w32).sum(dim=2, keepdim=True))   # softmax Jacobian-vector product
-        scale = 1 / np.sqrt(k.shape[1])
-        dq = torch.einsum("nck,nqk->ncq", k.to(torch.float32), dlogits).to(q.dtype) * scale
-        dk = torch.einsum("ncq,nqk->nck", q.to(torch.float32), dlogits).to(k.dtype) * scale
+        dq = torch.einsum("nck,nqk->ncq", k.to(torch.float32), dlogits).to(q.dtype) / np.sqrt(k.shape[1])
+        dk = torch.einsum("ncq,nqk->nck", q.to(torch.float32), dlogits).to(k.dtype) / np.sqrt(k.shape[1])
         return dq, dk
 
 

@@ -111,23 +111,26 @@ def _reconstruct_persistent_obj(meta):
     return PersistentRecord(meta["class_name"], meta["state"])
 
 
+class _HeaderUnpickler(pickle.Unpickler):
+    """Reads the small pickles at the start of a legacy storage payload; only storage types may be named."""
+
+    def find_class(self, module, name):
+        if module == "torch" and name in _STORAGE_DTYPES:
+            return _STORAGE_DTYPES[name]
+        raise UnsafePickleError(f"{module}.{name} is not allowed in a storage payload")
+
+    def persistent_load(self, pid):
+        if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage" and isinstance(pid[1], torch.dtype)):
+            raise EDMPickleError(f"unexpected persistent id in a storage payload: {pid!r}")
+        return pid
+
+
 def _parse_legacy_header(head: bytes):
     """Parse the header of a legacy `torch.save(storage)` payload -> (dtype, numel, data_offset), or None if cut."""
 
-    class HeaderUnpickler(pickle.Unpickler):
-        def find_class(self, module, name):
-            if module == "torch" and name in _STORAGE_DTYPES:
-                return _STORAGE_DTYPES[name]
-            raise UnsafePickleError(f"{module}.{name} is not allowed in a storage payload")
-
-        def persistent_load(self, pid):
-            if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage" and isinstance(pid[1], torch.dtype)):
-                raise EDMPickleError(f"unexpected persistent id in a storage payload: {pid!r}")
-            return pid
-
     f = io.BytesIO(head)
     try:
-        up = HeaderUnpickler(f)
+        up = _HeaderUnpickler(f)
         magic, version, sys_info = up.load(), up.load(), up.load()
         pid, keys = up.load(), up.load()
         numel_raw = f.read(8)
@@ -295,8 +298,11 @@ def _read_binbytes(self, n: int):
     view = memoryview(data.numpy()).cast("B")
     got = min(len(head) - off, nbytes)
     view[:got] = head[off:off + got]
-    while got < nbytes:
-        k = self.readinto(view[got:])
+    frame = self._unframer.current_frame
+    if self._file_readinto is None or (frame is not None and frame.tell() < len(frame.getbuffer())):
+        got += self.readinto(view[got:])
+    while got < nbytes:  # payloads outside frames (all large ones): read from the file straight into the tensor
+        k = self._file_readinto(view[got:])
         if not k:
             raise EOFError("pickle data was truncated")
         got += k
@@ -311,6 +317,7 @@ class SafeUnpickler(pickle._Unpickler):
     def __init__(self, file, source: str = "<stream>"):
         super().__init__(file)
         self.source = source
+        self._file_readinto = getattr(file, "readinto", None)
 
     def find_class(self, module, name):
         if self.proto < 3:  # protocol 0-2 streams use Python 2 names (e.g. __builtin__)
@@ -383,7 +390,7 @@ def _meta_tensors(net: torch.nn.Module) -> list[str]:
            [n for n, t in net.state_dict(keep_vars=True).items() if t.is_meta]
 
 
-_META_MIN_NUMEL = 1 << 24  # above this many weights, build on the meta device (first use of meta costs ~3 s)
+_META_MIN_NUMEL = 1 << 24  # above this many weights, build on the meta device (torch's first meta op costs ~1 s)
 
 
 def instantiate_with(factory, tensors: dict[str, torch.Tensor], what: str) -> torch.nn.Module:

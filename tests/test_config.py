@@ -1,0 +1,92 @@
+"""The config registry: both registries validate; bad input gives one-line errors naming the key and the fix."""
+import copy
+
+import pytest
+import yaml
+
+from d2o.config import ConfigError, load_config, resolve_experiment, snapshot_kimgs, validate
+
+PAPER, DEMO = "config/config.yaml", "config/demo.yaml"
+
+
+@pytest.fixture(scope="module")
+def paper():
+    return load_config(PAPER)
+
+
+def raw(path):
+    with open(path) as f:
+        return yaml.safe_load(f)
+
+
+def test_registries_validate(paper):
+    demo = load_config(DEMO)
+    assert paper["name"] == "paper" and demo["name"] == "demo"
+    assert demo["offline"] is True and "not comparable" in demo["label"]
+    assert set(paper["tables"]) == {"table1", "table2", "table3", "table4", "table5", "table6", "table10", "table11", "table12"}
+
+
+def test_resolution_chain(paper):
+    e = resolve_experiment(paper, "cifar10-uncond-freeze-skip")
+    assert e["freeze"] == ["conv", "qkv", "skip"]
+    assert e["lr_g"] == 1e-4 and e["batch"] == 256          # Table 10 via dataset_defaults
+    assert e["discriminator"]["backbones"] == ["vgg16_bn", "tf_efficientnet_lite0"]
+    assert e["eval"]["metrics"] == ["fid"]
+    imagenet = resolve_experiment(paper, "imagenet64-d2o-f")
+    assert imagenet["r1_gamma"] == 4e-4 and imagenet["lr_g"] == 8e-6 and imagenet["label_dim"] == 1000
+    assert imagenet["discriminator"]["backbones"][0] == "deit_base_distilled_patch16_224"
+    assert resolve_experiment(paper, "afhqv2-d2o-f")["duration_mimg"] == 10
+
+
+def test_unknown_experiment_names_choices(paper):
+    with pytest.raises(ConfigError, match=r"unknown experiment 'cifar10-uncond-d2o-ff'.*did you mean cifar10-uncond-d2o-f"):
+        resolve_experiment(paper, "cifar10-uncond-d2o-ff")
+
+
+def test_bad_value_names_key_and_choices():
+    cfg = raw(PAPER)
+    cfg["experiments"]["cifar10-uncond-d2o"]["freeze"] = ["convs"]
+    with pytest.raises(ConfigError, match=r"experiments\.cifar10-uncond-d2o\.freeze\.0: 'convs' is not one of.*valid choices: norm, conv"):
+        validate(cfg, "x.yaml")
+
+
+def test_unknown_key_lists_valid_keys():
+    cfg = raw(PAPER)
+    cfg["experiments"]["cifar10-uncond-d2o"]["lr_gen"] = 1
+    with pytest.raises(ConfigError, match=r"x.yaml: experiments\.cifar10-uncond-d2o: .*'lr_gen'.*valid keys:"):
+        validate(cfg, "x.yaml")
+
+
+def test_missing_top_level_key():
+    cfg = raw(DEMO)
+    del cfg["paths"]
+    with pytest.raises(ConfigError, match=r"'paths' is a required property"):
+        validate(cfg, "demo.yaml")
+
+
+def test_table_slot_must_name_an_experiment():
+    cfg = raw(DEMO)
+    cfg["tables"]["table4"]["slots"]["d2o_uncond"] = "demo-nope"
+    with pytest.raises(ConfigError, match=r"tables\.table4\.slots\.d2o_uncond: unknown experiment 'demo-nope'"):
+        validate(cfg, "demo.yaml")
+
+
+def test_extends_cycle_and_conditional_without_labels():
+    cfg = raw(DEMO)
+    cfg["experiments"]["demo-d2o"]["extends"] = "demo-d2o-f"
+    with pytest.raises(ConfigError, match="cycle"):
+        validate(copy.deepcopy(cfg), "demo.yaml")
+    cfg = raw(PAPER)
+    cfg["experiments"]["afhqv2-d2o"]["conditional"] = True
+    with pytest.raises(ConfigError, match="has no labels"):
+        validate(cfg, "config.yaml")
+
+
+def test_missing_file():
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config("config/nope.yaml")
+
+
+def test_snapshot_schedule(paper):
+    ks = snapshot_kimgs(resolve_experiment(paper, "cifar10-uncond-d2o"))
+    assert ks[:3] == [200, 250, 500] and ks[-1] == 5000 and len(ks) == 21

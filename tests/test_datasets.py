@@ -1,0 +1,76 @@
+import json
+import zipfile
+
+import numpy as np
+import pytest
+
+from d2o.datasets import DatasetError, ImageZipDataset, make_shapes, prepare_dataset, read_dataset_zip, write_dataset_zip
+
+
+def test_edm_zip_layout_roundtrip(tmp_path):
+    imgs, labels = make_shapes(1003, 16, seed=1)
+    dest = tmp_path / "d.zip"
+    assert write_dataset_zip(dest, imgs, labels) == 1003
+    with zipfile.ZipFile(dest) as zf:
+        names = zf.namelist()
+        assert "00000/img00000000.png" in names and "00001/img00001002.png" in names
+        assert all(i.compress_type == zipfile.ZIP_STORED for i in zf.infolist())
+        meta = json.loads(zf.read("dataset.json"))
+    assert meta["labels"][5] == ["00000/img00000005.png", int(labels[5])]
+    back, lab = read_dataset_zip(dest)
+    assert np.array_equal(back, imgs) and np.array_equal(lab, labels)
+    ds = ImageZipDataset(dest)
+    assert ds[0].shape == (3, 16, 16) and ds[0].dtype.is_floating_point is False
+
+
+def test_shapes_deterministic_and_varied():
+    a, la = make_shapes(64, 16, seed=3)
+    b, lb = make_shapes(64, 16, seed=3)
+    assert np.array_equal(a, b) and np.array_equal(la, lb)
+    assert set(la.tolist()) == {0, 1, 2, 3} and a.std() > 30
+
+
+def test_unlabelled_and_bad_shapes(tmp_path):
+    write_dataset_zip(tmp_path / "u.zip", make_shapes(4, 16)[0])
+    assert read_dataset_zip(tmp_path / "u.zip")[1] is None
+    with pytest.raises(DatasetError, match="power-of-two"):
+        write_dataset_zip(tmp_path / "bad.zip", np.zeros((2, 12, 12, 3), np.uint8))
+    assert not (tmp_path / "bad.zip").exists()          # atomic: nothing half-written
+
+
+def test_missing_manual_source_names_instructions(tmp_path):
+    spec = {"resolution": 64, "label_dim": 0, "source": {"kind": "manual", "format": "image_folder",
+            "path": str(tmp_path / "nope"), "instructions": "Download AFHQv2 from X."}}
+    with pytest.raises(DatasetError, match=r"nope is missing or empty\. Download AFHQv2 from X\."):
+        prepare_dataset(spec, tmp_path / "out.zip")
+
+
+def test_image_folder_center_crop_and_labels(tmp_path):
+    from PIL import Image
+    for cls in ("b_synset", "a_synset"):
+        (tmp_path / "src" / cls).mkdir(parents=True)
+        Image.fromarray(np.full((40, 60, 3), 200 if cls[0] == "a" else 50, np.uint8)).save(tmp_path / "src" / cls / "x.jpg")
+    spec = {"resolution": 16, "label_dim": 2, "source": {"kind": "manual", "format": "imagenet_folder",
+            "path": str(tmp_path / "src"), "transform": "center-crop"}}
+    assert prepare_dataset(spec, tmp_path / "in.zip") == 2
+    imgs, labels = read_dataset_zip(tmp_path / "in.zip")
+    assert imgs.shape == (2, 16, 16, 3) and labels.tolist() == [0, 1]
+    assert abs(int(imgs[0].mean()) - 200) <= 2
+
+
+def test_cifar10_tarball(tmp_path):
+    import io
+    import pickle
+    import tarfile
+    rng = np.random.default_rng(0)
+    tar_path = tmp_path / "cifar-10-python.tar.gz"
+    with tarfile.open(tar_path, "w:gz") as tar:
+        for b in range(1, 6):
+            payload = pickle.dumps({"data": rng.integers(0, 256, (3, 3072), dtype=np.uint8), "labels": [b, 0, 9]})
+            info = tarfile.TarInfo(f"cifar-10-batches-py/data_batch_{b}")
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+    spec = {"resolution": 32, "label_dim": 10, "source": {"kind": "download", "format": "cifar10"}}
+    assert prepare_dataset(spec, tmp_path / "c.zip", tar_path) == 15
+    imgs, labels = read_dataset_zip(tmp_path / "c.zip")
+    assert imgs.shape == (15, 32, 32, 3) and labels.tolist()[:3] == [1, 0, 9]

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Create (once) and activate the project's virtual environment; source it from the other scripts.
+# The venv lives outside the checkout, keyed on the dependency file and the Python version, so CI and fresh clones
+# reuse it only when the dependencies are unchanged. Override with D2O_VENV=/path.
+set -euo pipefail
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PY=${PYTHON:-python3}
+"$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python >= 3.11 required (set PYTHON=...)" >&2; exit 1; }
+KEY=$( (cat "$REPO/pyproject.toml"; "$PY" --version) | sha256sum | cut -c1-12)
+VENV=${D2O_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/d2o/venv-$KEY}
+if [ ! -x "$VENV/bin/python" ] || [ ! -f "$VENV/.complete" ]; then
+  echo "==> creating $VENV (torch and dependencies; a few minutes the first time)" >&2
+  rm -rf "$VENV"
+  "$PY" -m venv "$VENV"
+  "$VENV/bin/pip" install -q --upgrade pip >&2
+  # torch/torchvision first, at the versions the ranges in pyproject.toml admit (see README)
+  "$VENV/bin/pip" install -q "torch>=2.1,<=2.14.1" "torchvision>=0.16,<=0.29.1" >&2
+  "$VENV/bin/pip" install -q -e "$REPO[workflow,test]" >&2
+  touch "$VENV/.complete"
+else
+  "$VENV/bin/pip" install -q --no-deps -e "$REPO" >&2   # point the editable install at this checkout
+fi
+export PATH="$VENV/bin:$PATH"
+export MPLBACKEND=Agg
