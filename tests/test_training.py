@@ -90,11 +90,18 @@ def test_sigkill_at_random_points_then_resume(toy, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run(cmd(tmp_path / "ref"), check=True, env=env, capture_output=True)
     run = tmp_path / "killed"
-    for delay in (4.0, 5.5, 7.0):
+    killed_mid_run = 0
+    for target in (2, 5, 8):  # kill once the run has logged this many iterations (state is saved every iteration)
         p = subprocess.Popen(cmd(run), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(delay)
-        p.send_signal(signal.SIGKILL)
+        stats = run / "stats.jsonl"
+        while p.poll() is None and (not stats.exists() or len(stats.read_text().splitlines()) < target):
+            time.sleep(0.02)
+        if p.poll() is None:
+            p.send_signal(signal.SIGKILL)
+            killed_mid_run += 1
         p.wait()
+        assert not (run / "model.safetensors").exists()
+    assert killed_mid_run == 3
     subprocess.run(cmd(run), check=True, env=env, capture_output=True)
     assert _digest(tmp_path / "ref" / "model.safetensors") == _digest(run / "model.safetensors")
     assert sorted(p.name for p in (run / "snaps").iterdir()) == sorted(p.name for p in (tmp_path / "ref" / "snaps").iterdir())
@@ -106,3 +113,18 @@ def test_sigusr1_saves_state_and_exits_75(toy, tmp_path):
     t._on_signal(signal.SIGUSR1, None)
     assert t.run(tmp_path / "s" / "model.safetensors", [1]) == RESUME_EXIT_CODE
     assert (tmp_path / "s" / "training-state.pt").exists() and t.it == 1
+
+
+@pytest.mark.slow
+def test_two_process_ddp_on_cpu(toy, tmp_path):
+    """The multi-GPU code path (torchrun, per-rank batch slices, gradient all-reduce) on CPU with gloo."""
+    root, exp = toy
+    run = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "workflow/scripts/train.py",
+           "--config", str(root / "exp.json"), "--dataset", str(root / "data.zip"), "--init", str(root / "init.safetensors"),
+           "--run-dir", str(run), "--output", str(run / "model.safetensors"), "--snapshots", str(run / "snaps")]
+    out = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    summary = json.loads((run / "train.json").read_text())
+    assert summary["world_size"] == 2 and summary["images"] == 96
+    assert model_io.load_network(run / "model.safetensors") is not None

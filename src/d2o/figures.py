@@ -25,7 +25,8 @@ plt.rcParams.update({"font.size": 11, "axes.titlesize": 12, "axes.labelsize": 11
 
 
 def _footnote(fig, label: str):
-    fig.text(0.995, 0.005, label, ha="right", va="bottom", fontsize=10, color="0.35", style="italic")
+    """The result label, below everything else (saved with bbox_inches='tight', so it never overlaps the axes)."""
+    fig.text(0.995, -0.02, label, ha="right", va="top", fontsize=10, color="0.35", style="italic")
 
 
 def save(fig, stem: str | Path, dpi: int = DPI) -> tuple[Path, Path]:
@@ -66,9 +67,8 @@ def fig1(curves: dict, literature_points: list, label: str):
         c = f"C{(i + len(curves)) % 10}"
         ax.scatter(p["mimg"], p["fid"], s=60, marker="D", edgecolors=c, facecolors="none" if approx else c,
                    label=p["method"] + (" (position approx.)" if approx else ""))
-        ax.annotate(p["method"], (p["mimg"], p["fid"]), textcoords="offset points", xytext=(5, 4), fontsize=10)
-    ax.legend(fontsize=10, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.text(0.01, 0.005, "hollow markers: x-position read off the paper's figure (approximate)", fontsize=10, color="0.35")
+    ax.legend(fontsize=10, loc="upper left", bbox_to_anchor=(1.01, 1.0),
+              title="hollow: x read off the paper's figure", title_fontsize=9)
     _footnote(fig, label)
     return fig
 

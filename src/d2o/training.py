@@ -139,6 +139,7 @@ class Trainer:
         self.sampler = EpochSampler(len(self.images), exp["seed"])
 
         init = model_io.load_network(init_path) if init_path else None
+        torch.manual_seed(exp["seed"])  # the fresh initialisation of `init_weights: random` runs
         self.G = build_generator(init, self.label_dim, exp["init_weights"]).to(self.device).train()
         self.frozen = freezing.freeze(self.G.model, exp["freeze"], authors_rule=exp.get("freeze_rule") == "authors")
         self.shares = freezing.group_shares(self.G.model)
@@ -150,7 +151,9 @@ class Trainer:
         res = self.images.shape[-1]
         if self.use_gan:
             dcfg = {k: v for k, v in exp["discriminator"].items() if k in ("type", "backbones", "resolution", "diffaug", "cout")}
-            if dcfg["type"] != "projected":
+            if dcfg["type"] == "stylegan2":
+                dcfg = {"type": "stylegan2", "channel_max": exp["discriminator"]["channel_max"]}
+            elif dcfg["type"] != "projected":
                 dcfg = {"type": dcfg["type"]}
             if exp["discriminator"].get("init"):
                 dcfg["weights"] = exp["discriminator"]["init"]
