@@ -186,6 +186,13 @@ def train_threads(wildcards):
     return r["gpus"] * r["cpus_per_gpu"] if r["gpus"] else r["threads"]
 
 
+def slurm_signal(wildcards):
+    """SLURM's warning signal (USR1) half the stop margin before the time limit: a backstop, since the trainer
+    already saves its state and exits `stop_margin_s` before the limit (it reads the job's end time)."""
+    margin = exp(wildcards, "train_experiment")["stop_margin_s"]
+    return f"'--signal=USR1@{max(10, int(margin // 2))}'"
+
+
 def job_gpus(wildcards):
     """Sampling / evaluation jobs: one GPU when the experiment trains on GPUs (0 on a CPU-only registry)."""
     return min(1, _gpus(exp(wildcards)))

@@ -35,7 +35,7 @@ rule train:
         runtime=train_runtime,
         mem_mb=lambda wc: exp(wc, "train_experiment")["resources"]["mem_mb"],
         cpus_per_gpu=lambda wc: exp(wc, "train_experiment")["resources"]["cpus_per_gpu"] if train_gpus(wc) else -1,
-        slurm_extra="'--signal=USR1@300'",
+        slurm_extra=slurm_signal,
     log:
         f"{L}/train/{{train_experiment}}.log",
     benchmark:
@@ -45,4 +45,4 @@ rule train:
     shell:
         "OMP_NUM_THREADS={params.omp} {params.launcher} {params.script} --config {input.config} "
         "--dataset {input.dataset} --init {input.init} --run-dir {params.run_dir} --output {output.model} "
-        "--snapshots {output.snapshots} > {log} 2>&1"
+        "--snapshots {output.snapshots} >> {log} 2>&1"

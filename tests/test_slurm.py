@@ -37,15 +37,18 @@ def test_demo_subset_through_sbatch_with_time_limit_resume(tmp_path):
     log = out.stdout + out.stderr
     assert out.returncode == 0, log[-6000:]
 
-    # every rule that is not local went through sbatch: sacct knows the jobs, with their rule in the comment
-    acct = subprocess.run(["sacct", "-X", "-n", "-P", "--starttime", "now-1hours", "-o", "JobID,JobName,State,Comment"],
-                          capture_output=True, text=True).stdout
-    rows = [l.split("|") for l in acct.splitlines() if "d2otest" in l]
-    assert any(r[3].startswith("rule_pretrain_edm") for r in rows), acct
-    train = [r for r in rows if r[3].startswith("rule_train_")]
-    states = [r[2] for r in train]
-    assert len(train) >= 2, acct                           # first attempt + resubmission
-    assert "COMPLETED" in states and any(s in ("FAILED", "TIMEOUT") for s in states), acct
+    # every non-local rule went through sbatch: the plugin's per-job logs name the SLURM job ids, sacct knows them
+    ids = {rule.name[len("rule_"):]: sorted(int(p.stem) for p in rule.rglob("*.log"))
+           for rule in (tmp_path / "logs/slurm").iterdir()}
+    assert set(ids) == {"pretrain_edm", "train"}, ids           # downloads/datasets/configs are local rules
+    acct = subprocess.run(["sacct", "-X", "-n", "-P", "-j", ",".join(map(str, ids["pretrain_edm"] + ids["train"])),
+                           "-o", "JobID,State,Timelimit,Comment"], capture_output=True, text=True).stdout
+    rows = {int(r.split("|")[0]): r.split("|") for r in acct.splitlines()}
+    assert all(rows[i][3].startswith("rule_train") for i in ids["train"]), acct
+    states = [rows[i][1] for i in ids["train"]]
+    assert len(states) >= 2 and states[-1] == "COMPLETED", acct   # first attempt + resubmission
+    assert all(s in ("FAILED", "TIMEOUT") for s in states[:-1]), acct
+    assert rows[ids["train"][0]][2] == "00:01:00" and rows[ids["train"][1]][2] == "00:02:00", acct  # runtime grows
 
     run = tmp_path / "results/slurm-test/slurm-d2o/run"
     stats = [json.loads(l) for l in (run / "stats.jsonl").read_text().splitlines()]
@@ -61,4 +64,4 @@ def test_demo_subset_through_sbatch_with_time_limit_resume(tmp_path):
                     "--run-dir", str(ref), "--output", str(ref / "model.safetensors"), "--snapshots", str(ref / "snaps")],
                    check=True, env={**env, "OMP_NUM_THREADS": "1"}, capture_output=True)
     assert _digest(ref / "model.safetensors") == _digest(tmp_path / target)
-    assert stats[-1]["kimg"] == pytest.approx(6.4)
+    assert stats[-1]["kimg"] == pytest.approx(3.2)

@@ -53,6 +53,7 @@ TaskPlugin=task/none
 JobAcctGatherType=jobacct_gather/linux
 ${ACCT}
 JobCompType=jobcomp/none
+AccountingStoreFlags=job_comment
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 DefMemPerCPU=1000
