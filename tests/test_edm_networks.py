@@ -11,7 +11,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from helpers_edm_reference import as_tensor, build_net, load_fixture, load_maker, rel_err  # noqa: E402
+from helpers_edm_reference import as_tensor, build_net, load_maker, rel_err  # noqa: E402
 
 import d2o.edm as edm  # noqa: E402
 import d2o.edm.networks as nets  # noqa: E402

@@ -4,8 +4,6 @@ Inception and a tiny random CLIP built at test time in a temporary folder."""
 import importlib.util
 import io
 import json
-import math
-import sys
 import zipfile
 from pathlib import Path
 
@@ -87,7 +85,7 @@ def test_uint8_dataset_layouts():
         M.UInt8ImageDataset(np.zeros((2, 8, 8, 3), np.float32))
 
 
-def test_open_image_zip_edm_layout(tmp_path):
+def test_zip_path_reads_edm_layout(tmp_path):
     imgs = images(3, size=8)
     path = tmp_path / "ds.zip"
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as z:
@@ -96,7 +94,7 @@ def test_open_image_zip_edm_layout(tmp_path):
             PIL.Image.fromarray(img).save(buf, format="png", compress_level=0)
             z.writestr(f"{i:08d}"[:5] + f"/img{i:08d}.png", buf.getvalue())
         z.writestr("dataset.json", json.dumps({"labels": None}))
-    ds = M.open_image_zip(path)
+    ds = M.as_image_dataset(path)
     assert len(ds) == 3 and all(torch.equal(ds[i], torch.from_numpy(imgs[i]).permute(2, 0, 1)) for i in range(3))
     import pickle
     assert torch.equal(pickle.loads(pickle.dumps(ds))[1], ds[1])

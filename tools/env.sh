@@ -12,13 +12,14 @@ if [ ! -x "$VENV/bin/python" ] || [ ! -f "$VENV/.complete" ]; then
   echo "==> creating $VENV (torch and dependencies; a few minutes the first time)" >&2
   rm -rf "$VENV"
   "$PY" -m venv "$VENV"
-  "$VENV/bin/pip" install -q --upgrade pip >&2
+  pip_q() { "$VENV/bin/pip" install -q "$@" 2>&1 | { grep -v "is ignored: it is neither" || true; } >&2; }
+  pip_q --upgrade pip
   # torch/torchvision first, at the versions the ranges in pyproject.toml admit (see README)
-  "$VENV/bin/pip" install -q "torch>=2.1,<=2.14.1" "torchvision>=0.16,<=0.29.1" >&2
-  "$VENV/bin/pip" install -q -e "$REPO[workflow,test]" >&2
+  pip_q "torch>=2.1,<=2.14.1" "torchvision>=0.16,<=0.29.1"
+  pip_q -e "$REPO[workflow,test]"
   touch "$VENV/.complete"
 else
-  "$VENV/bin/pip" install -q --no-deps -e "$REPO" >&2   # point the editable install at this checkout
+  "$VENV/bin/pip" install -q --no-deps -e "$REPO" 2>&1 | { grep -v "is ignored: it is neither" || true; } >&2  # this checkout
 fi
 export PATH="$VENV/bin:$PATH"
 export MPLBACKEND=Agg

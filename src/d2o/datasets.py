@@ -85,16 +85,34 @@ def read_dataset_zip(path: str | Path, max_images: int | None = None) -> tuple[n
 
 
 class ImageZipDataset(torch.utils.data.Dataset):
-    """An EDM dataset zip held in RAM; items are uint8 CHW tensors (the torch-fidelity convention)."""
+    """An EDM dataset zip read lazily: items are uint8 CHW RGB tensors (the torch-fidelity convention), in sorted
+    member order as EDM's loader; `labels` holds the int labels or None. The zip handle is opened per process, so
+    the dataset pickles for DataLoader workers; nothing but the member names is held in RAM."""
 
-    def __init__(self, path: str | Path, max_images: int | None = None):
-        self.images, self.labels = read_dataset_zip(path, max_images)
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if not self.path.exists():
+            raise DatasetError(f"{self.path}: dataset zip not found; build it with `snakemake {self.path}`")
+        with zipfile.ZipFile(self.path) as zf:
+            self.names = sorted(n for n in zf.namelist() if Path(n).suffix.lower() in IMAGE_EXTENSIONS)
+            meta = json.loads(zf.read("dataset.json")) if "dataset.json" in zf.namelist() else {}
+        if not self.names:
+            raise DatasetError(f"{self.path}: no images inside; expected EDM's layout '00000/img00000000.png' + dataset.json")
+        table = dict((n, l) for n, l in meta.get("labels") or [])
+        self.labels = np.array([table[n] for n in self.names], dtype=np.int64) if table else None
+        self._zip = None
 
     def __len__(self) -> int:
-        return len(self.images)
+        return len(self.names)
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        return torch.from_numpy(self.images[i]).permute(2, 0, 1).contiguous()
+        if self._zip is None:
+            self._zip = zipfile.ZipFile(self.path)
+        img = np.asarray(PIL.Image.open(io.BytesIO(self._zip.read(self.names[i]))).convert("RGB"))
+        return torch.from_numpy(img.copy()).permute(2, 0, 1).contiguous()
+
+    def __getstate__(self):
+        return {**self.__dict__, "_zip": None}
 
 
 # ---------------------------------------------------------------------------- sources

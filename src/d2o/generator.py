@@ -26,12 +26,15 @@ def generator_sigmas(steps: int = 1, middle_sigma: float | None = None, rho: flo
 
 
 def run_generator(net: torch.nn.Module, z: torch.Tensor, class_labels: torch.Tensor | None,
-                  sigmas: list[float]) -> torch.Tensor:
-    """x = sigmas[0] z; D at each sigma; Euler move to the next sigma; the last denoised output is the image."""
+                  sigmas: list[float], **net_kwargs) -> torch.Tensor:
+    """x = sigmas[0] z; D at each sigma; Euler move to the next sigma; the last denoised output is the image.
+
+    The one place of the (multi-step) generator: training calls it with gradients, d2o.sampling.multistep_sample
+    with EDM's per-seed noise."""
     x = z * sigmas[0]
     for k, sigma in enumerate(sigmas):
         s = torch.full((x.shape[0],), sigma, device=x.device, dtype=x.dtype)
-        denoised = net(x, s, class_labels)
+        denoised = net(x, s, class_labels, **net_kwargs)
         if k + 1 == len(sigmas):
             return denoised
         nxt = sigmas[k + 1]
@@ -39,25 +42,19 @@ def run_generator(net: torch.nn.Module, z: torch.Tensor, class_labels: torch.Ten
     raise ValueError("sigmas must not be empty")
 
 
-def build_generator(init: torch.nn.Module | None, label_dim: int, init_weights: str = "pretrained",
-                    network: dict | None = None) -> torch.nn.Module:
+def build_generator(init: torch.nn.Module, label_dim: int, init_weights: str = "pretrained") -> torch.nn.Module:
     """D2OPrecond around the init checkpoint's U-Net (dropout 0, no augment labels), weights copied by name.
 
     Every parameter/buffer whose name and shape match is copied (the checkpoint's map_augment weight is dropped,
     as the authors' loader does); `init_weights="random"` keeps the fresh initialisation (the toy thesis run).
     """
-    if init is not None:
-        cls, kwargs = init._d2o_init
-    elif network is not None:
-        cls, kwargs = network["class"], {k: v for k, v in network.items() if k != "class"}
-    else:
-        raise ValueError("build_generator needs an init network or a network spec")
+    _, kwargs = init._d2o_init  # the U-Net kwargs; the preconditioner becomes D2OPrecond
     kwargs = dict(kwargs)
     for drop in ("sigma_min", "sigma_max", "beta_d", "beta_min", "M", "epsilon_t", "C_1", "C_2"):
         kwargs.pop(drop, None)
     kwargs.update(label_dim=label_dim, dropout=0.0, augment_dim=0, label_dropout=0, use_fp16=False)
     g = model_io.build("D2OPrecond", **kwargs)
-    if init is not None and init_weights == "pretrained":
+    if init_weights == "pretrained":
         src = dict(init.state_dict())
         dst = g.state_dict()
         copied = {k: v for k, v in src.items() if k in dst and dst[k].shape == v.shape}

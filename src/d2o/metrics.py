@@ -21,10 +21,7 @@ float64 mean and unbiased covariance of the 2048-d Inception pool features, FID 
 from __future__ import annotations
 
 import contextlib
-import io
 import os
-import zipfile
-from pathlib import Path
 
 import numpy as np
 import PIL.Image
@@ -40,6 +37,7 @@ from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_statistics_to_metric
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from_dataset
 
+from d2o.datasets import ImageZipDataset
 from d2o.io import atomic_path
 
 PAPER_LABEL = "paper protocol"
@@ -128,46 +126,13 @@ class UInt8ImageDataset(Dataset):
         return (x.expand(3, -1, -1) if x.shape[0] == 1 else x).contiguous()
 
 
-class ImageZipDataset(Dataset):
-    """uint8 CHW RGB tensors from an EDM-format zip (spec §12): PNG members in sorted name order (as EDM's loader).
-
-    The zip handle is opened lazily per process, so the dataset pickles for DataLoader workers.
-    """
-
-    def __init__(self, path):
-        self.path = str(path)
-        with zipfile.ZipFile(self.path) as z:
-            self.names = sorted(n for n in z.namelist() if n.lower().endswith(".png"))
-        if not self.names:
-            raise ValueError(f"{self.path}: no PNG members; expected EDM layout '00000/img00000000.png' + dataset.json.")
-        self._zip = None
-
-    def __len__(self):
-        return len(self.names)
-
-    def __getitem__(self, idx):
-        if self._zip is None:
-            self._zip = zipfile.ZipFile(self.path)
-        with self._zip.open(self.names[idx]) as f:
-            img = np.array(PIL.Image.open(io.BytesIO(f.read())).convert("RGB"))
-        return torch.from_numpy(img).permute(2, 0, 1).contiguous()
-
-    def __getstate__(self):
-        return {**self.__dict__, "_zip": None}
-
-
-def open_image_zip(path) -> ImageZipDataset:
-    """Dataset over an EDM-format zip of PNGs (`<5 digits>/img<8 digits>.png` members + dataset.json)."""
-    return ImageZipDataset(path)
-
-
 def as_image_dataset(images) -> Dataset:
-    """A Dataset as is; a path ending in .zip via `open_image_zip`; a uint8 array via `UInt8ImageDataset`."""
+    """A Dataset as is; a path ending in .zip as d2o.datasets.ImageZipDataset; a uint8 array as `UInt8ImageDataset`."""
     if isinstance(images, Dataset):
         return images
     if isinstance(images, (str, os.PathLike)):
         if str(images).endswith(".zip"):
-            return open_image_zip(images)
+            return ImageZipDataset(images)
         raise ValueError(f"{images}: expected an EDM-format .zip of PNGs (see d2o.datasets.write_dataset_zip).")
     return UInt8ImageDataset(images)
 

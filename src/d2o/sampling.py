@@ -118,18 +118,15 @@ def multistep_sample(net, seeds, sigmas, class_labels=None, device=None):
     levels x <- x + ((t_i - t_{i+1}) / t_i)(D_i - x) (Euler conversion outside the network, the faithful fallback
     of spec §6.2); the output is the network output at the last level before sigmas[-1] (normally 0.002).
     `sigmas` is e.g. d2o.schedule.sigma_grid(n). Returns float64 (N, C, H, W)."""
+    from d2o.generator import run_generator
+
     latents, labels, _ = _noise_for(net, seeds, class_labels, device)
-    sigmas = torch.as_tensor(sigmas, dtype=torch.float64, device=latents.device)
-    if sigmas.ndim != 1 or len(sigmas) < 2:
-        raise ValueError("multistep_sample: sigmas must be a 1-D grid of at least 2 levels, high to low "
+    sigmas = [float(s) for s in sigmas]
+    if len(sigmas) < 2 or any(a <= b for a, b in zip(sigmas, sigmas[1:])):
+        raise ValueError("multistep_sample: sigmas must be a decreasing grid of at least 2 levels "
                          "(e.g. d2o.schedule.sigma_grid(n))")
-    x = latents.to(torch.float64) * sigmas[0]
-    n = len(sigmas) - 1
-    for i, (t_cur, t_next) in enumerate(zip(sigmas[:-1], sigmas[1:])):
-        t = t_cur.expand(x.shape[0]).reshape(-1, 1, 1, 1)
-        denoised = net(x, t, class_labels=labels, force_fp32=True).to(torch.float64)
-        x = (denoised - x) / t_cur * (t_cur - t_next) + x if i < n - 1 else denoised
-    return x
+    x = run_generator(net, latents.to(torch.float64), labels, sigmas[:-1], force_fp32=True)
+    return x.to(torch.float64)
 
 
 def quantize(x, nhwc=True, numpy=True):

@@ -117,7 +117,7 @@ class EpochSampler:
 
 
 class Trainer:
-    def __init__(self, exp: dict, run_dir: str | Path, dataset_zip: str | Path, init_path: str | Path | None,
+    def __init__(self, exp: dict, run_dir: str | Path, dataset_zip: str | Path, init_path: str | Path,
                  teacher_path: str | Path | None = None):
         self.exp, self.run_dir = exp, Path(run_dir)
         self.rank, self.world, self.device = _dist_info()
@@ -138,7 +138,7 @@ class Trainer:
             raise ValueError(f"{dataset_zip}: experiment {exp['name']} is conditional but the dataset has no labels")
         self.sampler = EpochSampler(len(self.images), exp["seed"])
 
-        init = model_io.load_network(init_path) if init_path else None
+        init = model_io.load_network(init_path)
         torch.manual_seed(exp["seed"])  # the fresh initialisation of `init_weights: random` runs
         self.G = build_generator(init, self.label_dim, exp["init_weights"]).to(self.device).train()
         self.frozen = freezing.freeze(self.G.model, exp["freeze"], authors_rule=exp.get("freeze_rule") == "authors")

@@ -11,7 +11,6 @@ All modules can be built under `torch.device("meta")` (no real allocation), e.g.
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import torch
