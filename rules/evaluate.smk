@@ -35,7 +35,7 @@ rule snapshot_fid:
         metrics=config["metrics"],
     resources:
         gpu=job_gpus,
-        runtime=60,
+        runtime=30,
     threads: lambda wc: exp(wc)["resources"]["threads"] if not job_gpus(wc) else 8
     log:
         f"{L}/snapshot_fid/{{experiment}}-{{kimg}}.log",

@@ -9,7 +9,7 @@ rule sample_shard:
         f"{R}/{{experiment}}/samples/shard-{{shard}}.npz",
     resources:
         gpu=job_gpus,
-        runtime=lambda wc: max(10, math.ceil(60 * exp(wc)["resources"]["hours"] / 4)),
+        runtime=lambda wc: 120 if exp(wc)["kind"] == "edm_sampler" else 30,
     threads: lambda wc: exp(wc)["resources"]["threads"] if not job_gpus(wc) else 8
     log:
         f"{L}/sample/{{experiment}}-{{shard}}.log",
