@@ -15,7 +15,7 @@ rule frequency_analysis:
     log:
         f"{L}/frequency_analysis.log",
     conda:
-        "../envs/d2o.yaml"
+        "../envs/gpu.yaml"
     script:
         "../workflow/scripts/frequency_analysis.py"
 
@@ -34,6 +34,6 @@ rule sample_grid:
     log:
         f"{L}/sample_grid/{{experiment}}.log",
     conda:
-        "../envs/d2o.yaml"
+        "../envs/gpu.yaml"
     script:
         "../workflow/scripts/sample_grid.py"

@@ -15,7 +15,7 @@ rule download_checkpoint:
     log:
         f"{L}/download_checkpoint/{{download_ckpt}}.log",
     conda:
-        "../envs/d2o.yaml"
+        "../envs/local.yaml"
     script:
         "../workflow/scripts/download.py"
 
@@ -29,7 +29,7 @@ rule convert_checkpoint:
     log:
         f"{L}/convert_checkpoint/{{download_ckpt}}.log",
     conda:
-        "../envs/d2o.yaml"
+        "../envs/local.yaml"
     script:
         "../workflow/scripts/convert_checkpoint.py"
 
@@ -50,6 +50,6 @@ rule pretrain_edm:
     benchmark:
         f"{B}/pretrain_edm/{{pretrain_ckpt}}.tsv"
     conda:
-        "../envs/d2o.yaml"
+        "../envs/gpu.yaml"
     script:
         "../workflow/scripts/pretrain_edm.py"

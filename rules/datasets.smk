@@ -14,7 +14,7 @@ rule download_dataset_source:
     log:
         f"{L}/download_dataset_source/{{dataset}}/{{archive}}.log",
     conda:
-        "../envs/d2o.yaml"
+        "../envs/local.yaml"
     script:
         "../workflow/scripts/download.py"
 
@@ -32,7 +32,7 @@ rule prepare_dataset:
     benchmark:
         f"{B}/prepare_dataset/{{dataset}}.tsv"
     conda:
-        "../envs/d2o.yaml"
+        "../envs/local.yaml"
     script:
         "../workflow/scripts/prepare_dataset.py"
 
@@ -52,7 +52,7 @@ rule download_reference:
     log:
         f"{L}/download_reference/{{refkind}}-{{dataset}}.log",
     conda:
-        "../envs/d2o.yaml"
+        "../envs/local.yaml"
     script:
         "../workflow/scripts/download.py"
 
@@ -74,6 +74,6 @@ rule dataset_stats:
     benchmark:
         f"{B}/dataset_stats/{{dataset}}-{{extractor}}.tsv"
     conda:
-        "../envs/d2o.yaml"
+        "../envs/gpu.yaml"
     script:
         "../workflow/scripts/dataset_stats.py"

@@ -19,7 +19,7 @@ rule metric:
     benchmark:
         f"{B}/metric/{{experiment}}-{{metric}}.tsv"
     conda:
-        "../envs/d2o.yaml"
+        "../envs/gpu.yaml"
     script:
         "../workflow/scripts/metric.py"
 
@@ -40,7 +40,7 @@ rule snapshot_fid:
     log:
         f"{L}/snapshot_fid/{{experiment}}-{{kimg}}.log",
     conda:
-        "../envs/d2o.yaml"
+        "../envs/gpu.yaml"
     script:
         "../workflow/scripts/snapshot_fid.py"
 
@@ -53,7 +53,7 @@ rule fid_curve:
     log:
         f"{L}/fid_curve/{{experiment}}.log",
     conda:
-        "../envs/d2o.yaml"
+        "../envs/local.yaml"
     script:
         "../workflow/scripts/fid_curve.py"
 
@@ -75,6 +75,6 @@ rule pair_fid:
     log:
         f"{L}/pair_fid/{{experiment}}-{{other}}.log",
     conda:
-        "../envs/d2o.yaml"
+        "../envs/gpu.yaml"
     script:
         "../workflow/scripts/pair_fid.py"

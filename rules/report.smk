@@ -18,7 +18,7 @@ rule table:
     log:
         f"{L}/table/{{table}}.log",
     conda:
-        "../envs/d2o.yaml"
+        "../envs/local.yaml"
     script:
         "../workflow/scripts/make_table.py"
 
@@ -39,7 +39,7 @@ rule figure:
     log:
         f"{L}/figure/{{figure}}.log",
     conda:
-        "../envs/d2o.yaml"
+        "../envs/local.yaml"
     script:
         "../workflow/scripts/make_figure.py"
 
@@ -58,7 +58,7 @@ rule scorecard:
     log:
         f"{L}/scorecard.log",
     conda:
-        "../envs/d2o.yaml"
+        "../envs/local.yaml"
     script:
         "../workflow/scripts/make_scorecard.py"
 

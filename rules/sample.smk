@@ -16,7 +16,7 @@ rule sample_shard:
     benchmark:
         f"{B}/sample/{{experiment}}-{{shard}}.tsv"
     conda:
-        "../envs/d2o.yaml"
+        "../envs/gpu.yaml"
     script:
         "../workflow/scripts/sample_shard.py"
 
@@ -29,6 +29,6 @@ rule merge_samples:
     log:
         f"{L}/merge_samples/{{experiment}}.log",
     conda:
-        "../envs/d2o.yaml"
+        "../envs/local.yaml"
     script:
         "../workflow/scripts/merge_samples.py"

@@ -12,7 +12,7 @@ rule experiment_config:
     log:
         f"{L}/experiment_config/{{experiment}}.log",
     conda:
-        "../envs/d2o.yaml"
+        "../envs/local.yaml"
     script:
         "../workflow/scripts/experiment_config.py"
 
@@ -41,7 +41,7 @@ rule train:
     benchmark:
         f"{B}/train/{{train_experiment}}.tsv"
     conda:
-        "../envs/d2o.yaml"
+        "../envs/gpu.yaml"
     shell:
         "OMP_NUM_THREADS={params.omp} {params.launcher} {params.script} --config {input.config} "
         "--dataset {input.dataset} --init {input.init} --run-dir {params.run_dir} --output {output.model} "

@@ -18,6 +18,8 @@ def demo_dir(tmp_path_factory):
            str(REPO / "config" / "demo.yaml"), "--cores", "2", "demo"]
     out = subprocess.run(cmd, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-4000:]
+    report = subprocess.run(cmd[:-1] + ["--report", str(work / "report.html")], capture_output=True, text=True)
+    assert report.returncode == 0, report.stderr[-4000:]
     return work / "results" / "demo"
 
 
@@ -52,3 +54,9 @@ def test_table4_compiles(demo_dir, tmp_path):
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stdout[-3000:]
     assert (tmp_path / "t.pdf").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_html_report_collects_tables_and_figures(demo_dir):
+    html = (demo_dir.parents[1] / "report.html").read_text()
+    assert "table4.tex" in html and "table4.md" in html and "fig1.pdf" in html and "scorecard.md" in html
