@@ -83,10 +83,15 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/d2o_bench_load"))
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--make", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child is not None:
         return child(args.child, args.workdir)
-    make_files(args.workdir)
+    if args.make:
+        return make_files(args.workdir)
+    # Linux keeps ru_maxrss across execve: make the files in a child, or every measurement child would start
+    # with this process's peak and report no growth.
+    subprocess.run([sys.executable, __file__, "--workdir", str(args.workdir), "--make"], check=True)
     sizes = {n: (args.workdir / n).stat().st_size / 1e9 for n in ("adm.pkl", "adm.pt", "adm.safetensors")}
     print("file sizes (GB): " + ", ".join(f"{k} {v:.3f}" for k, v in sizes.items()))
     rows = []

@@ -11,6 +11,8 @@ All modules can be built under `torch.device("meta")` (no real allocation), e.g.
 
 from __future__ import annotations
 
+import contextlib
+
 
 import numpy as np
 import torch
@@ -24,6 +26,25 @@ __all__ = [
 
 # ----------------------------------------------------------------------------------------------------------------
 # Initialisation.
+
+_SKIP_INIT = False
+
+
+@contextlib.contextmanager
+def skip_init():
+    """Build networks without random initialisation (uninitialised storage, and no arithmetic on the meta device,
+    whose first use costs about a second): for loaders that assign every parameter and buffer right after."""
+    global _SKIP_INIT
+    previous, _SKIP_INIT = _SKIP_INIT, True
+    try:
+        yield
+    finally:
+        _SKIP_INIT = previous
+
+
+def _init_param(shape, fans, scale):
+    return torch.nn.Parameter(torch.empty(*shape) if _SKIP_INIT else weight_init(shape, **fans) * scale)
+
 
 def weight_init(shape, mode, fan_in, fan_out):
     """Random tensor of `shape` for EDM's init modes (xavier/kaiming, uniform/normal)."""
@@ -49,8 +70,8 @@ class Linear(torch.nn.Module):
         self.in_features = in_features
         self.out_features = out_features
         fans = dict(mode=init_mode, fan_in=in_features, fan_out=out_features)
-        self.weight = torch.nn.Parameter(weight_init([out_features, in_features], **fans) * init_weight)
-        self.bias = torch.nn.Parameter(weight_init([out_features], **fans) * init_bias) if bias else None
+        self.weight = _init_param([out_features, in_features], fans, init_weight)
+        self.bias = _init_param([out_features], fans, init_bias) if bias else None
 
     def forward(self, x):
         y = x @ self.weight.to(x.dtype).t()
@@ -80,11 +101,14 @@ class Conv2d(torch.nn.Module):
         self.down = down
         self.fused_resample = fused_resample
         fans = dict(mode=init_mode, fan_in=in_channels * kernel * kernel, fan_out=out_channels * kernel * kernel)
-        self.weight = (torch.nn.Parameter(weight_init([out_channels, in_channels, kernel, kernel], **fans) * init_weight)
-                       if kernel else None)
-        self.bias = torch.nn.Parameter(weight_init([out_channels], **fans) * init_bias) if kernel and bias else None
-        taps = torch.as_tensor(resample_filter, dtype=torch.float32)
-        filt = torch.outer(taps, taps)[None, None] / taps.sum().square()
+        self.weight = _init_param([out_channels, in_channels, kernel, kernel], fans, init_weight) if kernel else None
+        self.bias = _init_param([out_channels], fans, init_bias) if kernel and bias else None
+        k = len(resample_filter)
+        if _SKIP_INIT:
+            filt = torch.empty(1, 1, k, k)
+        else:
+            taps = torch.as_tensor(resample_filter, dtype=torch.float32)
+            filt = torch.outer(taps, taps)[None, None] / taps.sum().square()
         self.register_buffer("resample_filter", filt if (up or down) else None)
 
     def forward(self, x):
@@ -241,7 +265,7 @@ class FourierEmbedding(torch.nn.Module):
 
     def __init__(self, num_channels, scale=16):
         super().__init__()
-        self.register_buffer("freqs", torch.randn(num_channels // 2) * scale)
+        self.register_buffer("freqs", torch.empty(num_channels // 2) if _SKIP_INIT else torch.randn(num_channels // 2) * scale)
 
     def forward(self, x):
         x = torch.outer(x, (2 * np.pi * self.freqs).to(x.dtype))

@@ -390,7 +390,7 @@ def _meta_tensors(net: torch.nn.Module) -> list[str]:
            [n for n, t in net.state_dict(keep_vars=True).items() if t.is_meta]
 
 
-_META_MIN_NUMEL = 1 << 24  # above this many weights, build on the meta device (torch's first meta op costs ~1 s)
+_META_MIN_NUMEL = 1 << 24  # above this many weights, build on the meta device without init (no copy, no arithmetic)
 
 
 def instantiate_with(factory, tensors: dict[str, torch.Tensor], what: str) -> torch.nn.Module:
@@ -401,7 +401,9 @@ def instantiate_with(factory, tensors: dict[str, torch.Tensor], what: str) -> to
     """
     big = sum(t.numel() for t in tensors.values()) >= _META_MIN_NUMEL
     if big:
-        with torch.device("meta"):
+        from d2o.edm.networks import skip_init
+
+        with torch.device("meta"), skip_init():
             net = factory()
     else:
         net = factory()
