@@ -186,6 +186,11 @@ def train_threads(wildcards):
     return r["gpus"] * r["cpus_per_gpu"] if r["gpus"] else r["threads"]
 
 
+def job_threads(wildcards):
+    """CPU threads of a sampling/evaluation job: the registry's CPU threads, or 8 beside its GPU."""
+    return 8 if job_gpus(wildcards) else exp(wildcards)["resources"]["threads"]
+
+
 def slurm_signal(wildcards):
     """SLURM's warning signal (USR1) half the stop margin before the time limit: a backstop, since the trainer
     already saves its state and exits `stop_margin_s` before the limit (it reads the job's end time)."""

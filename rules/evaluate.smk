@@ -13,7 +13,7 @@ rule metric:
     resources:
         gpu=job_gpus,
         runtime=120,
-    threads: lambda wc: exp(wc)["resources"]["threads"] if not job_gpus(wc) else 8
+    threads: job_threads
     log:
         f"{L}/metric/{{experiment}}-{{metric}}.log",
     benchmark:
@@ -36,7 +36,7 @@ rule snapshot_fid:
     resources:
         gpu=job_gpus,
         runtime=30,
-    threads: lambda wc: exp(wc)["resources"]["threads"] if not job_gpus(wc) else 8
+    threads: job_threads
     log:
         f"{L}/snapshot_fid/{{experiment}}-{{kimg}}.log",
     conda:
@@ -68,7 +68,7 @@ rule pair_fid:
         other=_alt(EXPERIMENTS),
     params:
         metrics=config["metrics"],
-        label=config["label"],
+        offline=config["offline"],
     resources:
         gpu=job_gpus,
         runtime=60,

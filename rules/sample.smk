@@ -10,7 +10,7 @@ rule sample_shard:
     resources:
         gpu=job_gpus,
         runtime=lambda wc: 120 if exp(wc)["kind"] == "edm_sampler" else 30,
-    threads: lambda wc: exp(wc)["resources"]["threads"] if not job_gpus(wc) else 8
+    threads: job_threads
     log:
         f"{L}/sample/{{experiment}}-{{shard}}.log",
     benchmark:

@@ -1,4 +1,6 @@
 """One metric of one experiment's samples (d2o.metrics, torch-fidelity), as JSON."""
+import numpy as np
+
 from d2o import metrics
 from d2o.datasets import ImageZipDataset
 from d2o.io import atomic_write_json
@@ -19,7 +21,7 @@ elif m == "is":
 elif m == "pr":
     kw = metric_kwargs(snakemake.params.metrics, offline, "pr")
     ref = snakemake.input.ref
-    refs = ImageZipDataset(ref) if ref.endswith(".zip") else metrics.as_image_dataset(__import__("numpy").load(ref)["arr_0"])
+    refs = ImageZipDataset(ref) if ref.endswith(".zip") else metrics.as_image_dataset(np.load(ref)["arr_0"])
     res = metrics.compute_pr(samples, refs, k=3, num_samples=n, device=dev, reference_name=ref, **kw)
 elif m == "clip_fid":
     kw = metric_kwargs(snakemake.params.metrics, offline, "clip_fid")

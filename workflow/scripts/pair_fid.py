@@ -6,7 +6,7 @@ from d2o.workflow import device, from_snakemake, metric_kwargs
 
 log = from_snakemake(snakemake)
 a, b = ImageZipDataset(snakemake.input.samples), ImageZipDataset(snakemake.input.other)
-kw = metric_kwargs(snakemake.params.metrics, snakemake.params.label != "paper protocol", "fid")
+kw = metric_kwargs(snakemake.params.metrics, snakemake.params.offline, "fid")
 res = metrics.compute_fid_generated(a, b, num_samples=min(len(a), len(b)), device=device(),
                                     reference_name=snakemake.wildcards.other, **kw)
 res.update(experiment=snakemake.wildcards.experiment, other=snakemake.wildcards.other)
