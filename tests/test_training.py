@@ -152,3 +152,17 @@ def test_multistep_generator_trains(toy, tmp_path):
     x = sample_experiment(model_io.load_network(tmp_path / "ms" / "model.safetensors"), exp, [0, 1])
     assert x.shape == (2, 3, 16, 16) and torch.isfinite(x).all()
     assert generator_sigmas(4) == pytest.approx([80.0, 17.5278, 2.5152, 0.1698], abs=1e-4)   # spec §7 grid
+
+
+def test_ada_run_adapts_p_and_resumes_bitwise(toy, tmp_path):
+    """Table 1 rows: StyleGAN2 discriminator behind ADA; p moves with the real-logit signs and survives a resume."""
+    root, exp = toy
+    exp = dict(exp, discriminator=dict(exp["discriminator"], type="stylegan2", channel_max=32, ada_target=-1.0, ada_kimg=0.05),
+               r1_gamma=0.01)
+    _run(root, exp, tmp_path / "a")
+    stats = [json.loads(l) for l in (tmp_path / "a" / "stats.jsonl").read_text().splitlines()]
+    ps = [s["ada_p"] for s in stats]
+    assert len(set(ps)) > 1 and max(ps) > 0          # updated every 4 iterations
+    _run(root, exp, tmp_path / "b", stop_after=6)
+    _run(root, exp, tmp_path / "b")
+    assert _digest(tmp_path / "a" / "model.safetensors") == _digest(tmp_path / "b" / "model.safetensors")

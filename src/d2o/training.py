@@ -165,6 +165,12 @@ class Trainer:
             if exp["r1_gamma"]:
                 lr_d, betas_d = lazy_adam_params(lr_d, betas_d, exp["r1_interval"])
             self.opt_D = torch.optim.Adam(self.d_params, lr=lr_d, betas=betas_d, eps=1e-8, **self._fused())
+            self.augment = self.ada = None
+            if exp["discriminator"]["ada_target"] is not None:  # Table 1 rows: ADA on reals and fakes (d2o.ada)
+                from d2o.ada import AdaController, AugmentPipe
+                self.augment = AugmentPipe(p=0.0).to(self.device)
+                self.ada = AdaController(self.augment, target=exp["discriminator"]["ada_target"],
+                                         ada_kimg=exp["discriminator"]["ada_kimg"])
         if self.use_cd:
             from d2o.cd import build_lpips
             self.teacher = model_io.load_network(teacher_path or init_path).to(self.device).eval().requires_grad_(False)
@@ -184,6 +190,8 @@ class Trainer:
              "opt_G": self.opt_G.state_dict()}
         if self.use_gan:
             s.update(D=self.D.state_dict(), opt_D=self.opt_D.state_dict())
+            if self.ada is not None:
+                s["ada"] = self.ada.state_dict()
         return s
 
     def load_state_dict(self, s: dict) -> None:
@@ -194,6 +202,8 @@ class Trainer:
         if self.use_gan:
             self.D.load_state_dict(s["D"])
             self.opt_D.load_state_dict(s["opt_D"])
+            if self.ada is not None:
+                self.ada.load_state_dict(s["ada"])
 
     def save_state(self) -> None:
         if self.rank == 0:
@@ -235,9 +245,14 @@ class Trainer:
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
             return run_generator(self.G, z, c, self.sigmas).float()
 
+    def _D(self, x, c, g_aug):
+        """The discriminator, behind ADA's augmentation when it is on (reals, fakes and R1 alike, as StyleGAN2-ADA)."""
+        return self.D(self.augment(x, generator=g_aug) if self.augment is not None else x, c)
+
     def step(self) -> dict:
         exp, stats = self.exp, {}
         g = _seeded(exp["seed"], 2, self.rank, self.it)
+        g_aug = _seeded(exp["seed"], 3, self.rank, self.it, device=self.device)
         torch.manual_seed(int(torch.randint(2**62, (1,), generator=g)))  # DiffAugment and any other global draw
         x, c = self._batch()
         shape = (self.batch_gpu, *x.shape[1:])
@@ -250,7 +265,7 @@ class Trainer:
         if self.use_gan:
             self.D.requires_grad_(False)
             fake = self._generate(z, cz)
-            logits = self.D(fake, cz)
+            logits = self._D(fake, cz, g_aug)
             loss_gan = gan_loss.generator_loss(logits, exp["loss"]["kind"], exp["loss"]["aggregation"])
             loss_g = loss_g + loss_gan
             stats["loss_G_gan"] = loss_gan.item()
@@ -276,17 +291,20 @@ class Trainer:
             with torch.no_grad():
                 fake = self._generate(z2, c2)
             self.opt_D.zero_grad(set_to_none=True)
-            lr_, lf_ = self.D(x, c), self.D(fake, c2)
+            lr_, lf_ = self._D(x, c, g_aug), self._D(fake, c2, g_aug)
             loss_d = gan_loss.discriminator_loss(lr_, lf_, exp["loss"]["kind"], exp["loss"]["aggregation"])
             loss_d.backward()
             _allreduce_grads(self.d_params, self.world)
             sanitize_grads(self.d_params)
             self.opt_D.step()
             stats.update(loss_D=loss_d.item(), logits_real=_mean_logit(lr_), logits_fake=_mean_logit(lf_))
+            if self.ada is not None:
+                self.ada.accumulate(lr_)
+                stats["ada_p"] = self.ada.step(exp["batch"])
 
             if exp["r1_gamma"] and self.it > 0 and self.it % exp["r1_interval"] == 0:
                 self.opt_D.zero_grad(set_to_none=True)
-                loss_r1, sq = r1_penalty(self.D, x, c, exp["r1_gamma"], exp["r1_interval"])
+                loss_r1, sq = r1_penalty(lambda img, cc: self._D(img, cc, g_aug), x, c, exp["r1_gamma"], exp["r1_interval"])
                 loss_r1.backward()
                 _allreduce_grads(self.d_params, self.world)
                 sanitize_grads(self.d_params)
