@@ -175,6 +175,9 @@ class Trainer:
             from d2o.cd import build_lpips
             self.teacher = model_io.load_network(teacher_path or init_path).to(self.device).eval().requires_grad_(False)
             self.lpips = build_lpips(exp["offline"]).to(self.device)
+        if self.device.type == "cuda":  # NHWC convolutions (cuDNN's fast path); CPU keeps NCHW
+            for m in (self.G, self.G_ema) + ((self.D,) if self.use_gan else ()):
+                m.to(memory_format=torch.channels_last)
         self.g_params = [p for p in self.G.parameters() if p.requires_grad]
         self.opt_G = torch.optim.Adam(self.g_params, lr=exp["lr_g"], betas=(0.0, 0.99), eps=1e-8, **self._fused())
         self.it, self.nimg = 0, 0
@@ -229,6 +232,8 @@ class Trainer:
     def _batch(self):
         idx = self.sampler.batch(self.it, self.exp["batch"])[self.rank * self.batch_gpu:(self.rank + 1) * self.batch_gpu]
         x = self.images[idx].to(self.device).float() / 127.5 - 1
+        if self.device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
         c = None
         if self.label_dim:
             c = torch.nn.functional.one_hot(self.labels[idx], self.label_dim).float().to(self.device)
