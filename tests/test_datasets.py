@@ -74,3 +74,4 @@ def test_cifar10_tarball(tmp_path):
     assert prepare_dataset(spec, tmp_path / "c.zip", tar_path) == 15
     imgs, labels = read_dataset_zip(tmp_path / "c.zip")
     assert imgs.shape == (15, 32, 32, 3) and labels.tolist()[:3] == [1, 0, 9]
+
