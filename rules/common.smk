@@ -69,8 +69,9 @@ def experiment_model(name):
     return checkpoint_model(e["sampler"]["checkpoint"])
 
 
-def ref_stats(dataset):
-    return f"{R}/refs/{dataset}-{METRIC_EXTRACTOR}.npz"
+def ref_stats(dataset, clip=False):
+    """Feature statistics of a prepared dataset, computed once and reused by every model (rule dataset_stats)."""
+    return f"{R}/refs/{dataset}-{METRIC_EXTRACTOR}{'-clip' if clip else ''}.npz"
 
 
 def metric_files(name):
@@ -121,7 +122,7 @@ def metric_inputs(wildcards):
     if m == "fid":
         inputs["ref"] = f"{S}/fid-refs/{e['dataset']}.npz" if ("fid_ref" in ds and METRIC_EXTRACTOR == "inception") else ref_stats(e["dataset"])
     elif m in ("fid_dataset", "clip_fid"):
-        inputs["ref"] = ref_stats(e["dataset"]) if m == "fid_dataset" else dataset_zip(e["dataset"])
+        inputs["ref"] = ref_stats(e["dataset"], clip=(m == "clip_fid"))
     elif m == "pr":
         inputs["ref"] = f"{S}/pr-refs/{e['dataset']}.npz" if "pr_ref" in ds else dataset_zip(e["dataset"])
     return inputs

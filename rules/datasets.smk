@@ -61,18 +61,19 @@ rule dataset_stats:
     input:
         ancient(f"{S}/datasets/{{dataset}}.zip"),
     output:
-        f"{R}/refs/{{dataset}}-{{extractor}}.npz",
+        f"{R}/refs/{{dataset}}-{{extractor}}{{clip}}.npz",
     wildcard_constraints:
         extractor="inception|demo",
+        clip="|-clip",
     params:
         metrics=config["metrics"],
     resources:
         gpu=lambda wc: 0 if config["offline"] else 1,
         runtime=60,
     log:
-        f"{L}/dataset_stats/{{dataset}}-{{extractor}}.log",
+        f"{L}/dataset_stats/{{dataset}}-{{extractor}}{{clip}}.log",
     benchmark:
-        f"{B}/dataset_stats/{{dataset}}-{{extractor}}.tsv"
+        f"{B}/dataset_stats/{{dataset}}-{{extractor}}{{clip}}.tsv"
     conda:
         "../envs/gpu.yaml"
     script:

@@ -1,11 +1,15 @@
-"""Feature statistics of a prepared dataset (computed once per dataset, reused by every model's FID)."""
+"""Feature statistics of a prepared dataset (computed once per dataset, reused by every model's FID / CLIP-FID)."""
 from d2o import metrics
 from d2o.datasets import ImageZipDataset
 from d2o.workflow import device, from_snakemake, metric_kwargs
 
 log = from_snakemake(snakemake)
-kw = metric_kwargs(snakemake.params.metrics, snakemake.wildcards.extractor == "demo")
-stats = metrics.compute_stats(ImageZipDataset(snakemake.input[0]), kw["feature_extractor"], kw["layer"],
-                              kw["weights_path"], kw["batch_size"], device())
+wc = snakemake.wildcards
+clip = wc.clip == "-clip"
+kw = metric_kwargs(snakemake.params.metrics, wc.extractor == "demo", "clip_fid" if clip else "fid")
+images = ImageZipDataset(snakemake.input[0])
+if clip:  # clean-fid's CLIP protocol: PIL bicubic + centre crop to 224 before the features
+    images = metrics.CleanFIDClipResize(images)
+stats = metrics.compute_stats(images, kw["feature_extractor"], kw["layer"], kw["weights_path"], kw["batch_size"], device())
 metrics.save_stats(stats, snakemake.output[0])
 log.info("statistics of %s (%s) -> %s", snakemake.input[0], kw["feature_extractor"], snakemake.output[0])

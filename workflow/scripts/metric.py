@@ -25,7 +25,7 @@ elif m == "pr":
     res = metrics.compute_pr(samples, refs, k=3, num_samples=n, device=dev, reference_name=ref, **kw)
 elif m == "clip_fid":
     kw = metric_kwargs(snakemake.params.metrics, offline, "clip_fid")
-    res = metrics.compute_clip_fid(samples, ImageZipDataset(snakemake.input.ref), n, device=dev, **kw)
+    res = metrics.compute_clip_fid(samples, snakemake.input.ref, n, device=dev, **kw)
 else:
     raise ValueError(f"unknown metric {m}")
 res["experiment"] = exp["name"]
