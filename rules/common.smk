@@ -1,5 +1,4 @@
 # All Python of the workflow: registry validation, result paths, input functions, resources.
-import json
 import math
 import os
 import re
@@ -185,6 +184,12 @@ def train_runtime(wildcards, attempt):
 def train_threads(wildcards):
     r = exp(wildcards, "train_experiment")["resources"]
     return r["gpus"] * r["cpus_per_gpu"] if r["gpus"] else r["threads"]
+
+
+def train_omp_threads(wildcards):
+    """CPU threads of each training process: cpus_per_gpu beside each GPU, else the registry's CPU threads."""
+    r = exp(wildcards, "train_experiment")["resources"]
+    return r["cpus_per_gpu"] if r["gpus"] else r["threads"]
 
 
 def job_threads(wildcards):

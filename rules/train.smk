@@ -28,7 +28,7 @@ rule train:
         run_dir=lambda wc: f"{R}/{wc.train_experiment}/run",
         launcher=launcher,
         script=f"{SCRIPTS}/train.py",
-        omp=lambda wc: exp(wc, "train_experiment")["resources"]["cpus_per_gpu" if train_gpus(wc) else "threads"],
+        omp=train_omp_threads,
     threads: train_threads
     resources:
         gpu=train_gpus,

@@ -65,23 +65,10 @@ def write_dataset_zip(dest: str | Path, images: Iterable[np.ndarray], labels: It
 
 def read_dataset_zip(path: str | Path, max_images: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """Read a whole EDM dataset zip into RAM: uint8 NHWC images and int64 labels (or None)."""
-    path = Path(path)
-    if not path.exists():
-        raise DatasetError(f"{path}: dataset zip not found; build it with `snakemake {path}`")
-    with zipfile.ZipFile(path) as zf:
-        names = sorted(n for n in zf.namelist() if Path(n).suffix.lower() in IMAGE_EXTENSIONS)
-        if max_images is not None:
-            names = names[:max_images]
-        labels = None
-        if "dataset.json" in zf.namelist():
-            meta = json.loads(zf.read("dataset.json"))
-            if meta.get("labels") is not None:
-                table = dict((n, l) for n, l in meta["labels"])
-                labels = np.array([table[n] for n in names], dtype=np.int64)
-        images = [np.asarray(PIL.Image.open(io.BytesIO(zf.read(n))).convert("RGB")) for n in names]
-    if not images:
-        raise DatasetError(f"{path}: no images inside; rebuild it (delete the file and rerun its rule)")
-    return np.stack(images), labels
+    ds = ImageZipDataset(path)
+    n = len(ds) if max_images is None else min(max_images, len(ds))
+    labels = None if ds.labels is None else ds.labels[:n]
+    return np.stack([ds.read_hwc(i) for i in range(n)]), labels
 
 
 class ImageZipDataset(torch.utils.data.Dataset):
@@ -105,11 +92,14 @@ class ImageZipDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.names)
 
-    def __getitem__(self, i: int) -> torch.Tensor:
+    def read_hwc(self, i: int) -> np.ndarray:
+        """Image i as a uint8 HWC RGB array."""
         if self._zip is None:
             self._zip = zipfile.ZipFile(self.path)
-        img = np.asarray(PIL.Image.open(io.BytesIO(self._zip.read(self.names[i]))).convert("RGB"))
-        return torch.from_numpy(img.copy()).permute(2, 0, 1).contiguous()
+        return np.array(PIL.Image.open(io.BytesIO(self._zip.read(self.names[i]))).convert("RGB"))
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return torch.from_numpy(self.read_hwc(i)).permute(2, 0, 1).contiguous()
 
     def __getstate__(self):
         return {**self.__dict__, "_zip": None}

@@ -115,6 +115,10 @@ class EpochSampler:
 
 # ----------------------------------------------------------------------------------------------- the run
 
+# config keys of `discriminator` passed to d2o.discriminators.build_discriminator, per type
+_DISCRIMINATOR_KEYS = {"projected": ("backbones", "resolution", "diffaug", "cout"), "stylegan2": ("channel_max",),
+                       "vgg16": (), "lpips": ()}
+
 
 class Trainer:
     def __init__(self, exp: dict, run_dir: str | Path, dataset_zip: str | Path, init_path: str | Path,
@@ -150,13 +154,10 @@ class Trainer:
         self.use_cd = exp["method"] in ("cd", "gan+cd")
         res = self.images.shape[-1]
         if self.use_gan:
-            dcfg = {k: v for k, v in exp["discriminator"].items() if k in ("type", "backbones", "resolution", "diffaug", "cout")}
-            if dcfg["type"] == "stylegan2":
-                dcfg = {"type": "stylegan2", "channel_max": exp["discriminator"]["channel_max"]}
-            elif dcfg["type"] != "projected":
-                dcfg = {"type": dcfg["type"]}
-            if exp["discriminator"].get("init"):
-                dcfg["weights"] = exp["discriminator"]["init"]
+            d = exp["discriminator"]
+            dcfg = {"type": d["type"], **{k: d[k] for k in _DISCRIMINATOR_KEYS[d["type"]]}}
+            if d.get("init"):
+                dcfg["weights"] = d["init"]
             torch.manual_seed(exp["seed"])  # the frozen random projections: identical on every rank and every resume
             self.D = build_discriminator(dcfg, res, self.label_dim, pretrained=not exp["offline"]).to(self.device).train()
             d_params = self.D.trainable_parameters() if hasattr(self.D, "trainable_parameters") else [p for p in self.D.parameters() if p.requires_grad]
@@ -340,7 +341,7 @@ class Trainer:
         stats_path = Path(stats_path or self.run_dir / "stats.jsonl")
         pending = [k for k in snapshot_kimgs if k * 1000 > self.nimg]
         end_time = slurm_end_time()
-        margin = self.exp.get("stop_margin_s", 300)
+        margin = self.exp["stop_margin_s"]
         if end_time is not None:
             log.info("SLURM job ends at %s: saving state and stopping %d s before", time.ctime(end_time), margin)
         t_start, img_start, last_state, last_log = time.time(), self.nimg, time.time(), self.nimg
