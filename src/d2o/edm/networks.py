@@ -540,8 +540,10 @@ class _Precond(torch.nn.Module):
 
     def _run_model(self, x_in, c_noise, class_labels, dtype, model_kwargs):
         F_x = self.model(x_in.to(dtype), c_noise.flatten(), class_labels=class_labels, **model_kwargs)
-        if F_x.dtype != dtype:
-            raise RuntimeError(f"{type(self).__name__}: model returned {F_x.dtype}, expected {dtype}")
+        if F_x.dtype != dtype:  # under autocast the U-Net returns the autocast dtype; preconditioning stays in fp32
+            if not torch.is_autocast_enabled(x_in.device.type):
+                raise RuntimeError(f"{type(self).__name__}: model returned {F_x.dtype}, expected {dtype}")
+            F_x = F_x.to(dtype)
         return F_x
 
     def round_sigma(self, sigma):
