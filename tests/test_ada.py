@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from d2o.ada import SYM6, AdaController, AugmentPipe, downsample2x, upsample2x
+from d2o.ada import SYM6, AdaController, AugmentPipe, downsample2x, grid_sample, upsample2x
 
 
 def _images(n=8, c=3, h=16, w=16, seed=0):
@@ -123,6 +123,45 @@ def test_gradients_flow_through_pipe():
     y = AugmentPipe(p=1.0)(x, generator=_gen(10))
     (y * torch.linspace(-1, 1, y.numel()).view_as(y)).sum().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+def _bilinear_reference(x, grid):
+    """Bilinear sampling, zeros padding, align_corners False, from gathers: autograd differentiates it to any order."""
+    b, c, h, w = x.shape
+    ix, iy = ((grid[..., 0] + 1) * w - 1) / 2, ((grid[..., 1] + 1) * h - 1) / 2
+    out = 0
+    for dx in (0, 1):
+        for dy in (0, 1):
+            xc, yc = ix.floor() + dx, iy.floor() + dy
+            weight = (1 - (ix - xc).abs()) * (1 - (iy - yc).abs())
+            weight = weight * ((xc >= 0) & (xc <= w - 1) & (yc >= 0) & (yc <= h - 1))
+            idx = (yc.clamp(0, h - 1) * w + xc.clamp(0, w - 1)).long().flatten(1)
+            v = x.flatten(2).gather(2, idx[:, None].expand(b, c, -1)).view(b, c, *ix.shape[1:])
+            out = out + v * weight[:, None]
+    return out
+
+
+def test_grid_sample_matches_torch_to_second_order():
+    """R1 through ADA needs d/dx of the input gradient; torch's grid_sample has no such derivative on CUDA (nor on
+    CPU in some versions): ours must match F.grid_sample and a gather-based bilinear reference to second order."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, 6, 5, generator=g, dtype=torch.float64)
+    grid = torch.rand(2, 7, 4, 2, generator=g, dtype=torch.float64) * 2.4 - 1.2     # some samples fall outside
+    w = torch.randn(2, 3, 7, 4, generator=g, dtype=torch.float64)
+
+    def second_order(fn):
+        xx = x.clone().requires_grad_(True)
+        (gx,) = torch.autograd.grad((torch.tanh(fn(xx, grid)) * w).sum(), xx, create_graph=True)
+        (ggx,) = torch.autograd.grad(gx.square().sum(), xx)      # as R1: through the input gradient's graph
+        return fn(x, grid), gx.detach(), ggx
+
+    torch.testing.assert_close(grid_sample(x, grid), torch.nn.functional.grid_sample(x, grid, "bilinear", "zeros",
+                                                                                    align_corners=False))
+    for got, want in zip(second_order(grid_sample), second_order(_bilinear_reference)):
+        torch.testing.assert_close(got, want)
+    assert torch.autograd.gradgradcheck(lambda a: grid_sample(a, grid), (x.clone().requires_grad_(True),))
+    with pytest.raises(ValueError, match="grid must not require grad"):
+        grid_sample(x, grid.clone().requires_grad_(True))
 
 
 def test_unknown_option_is_rejected():

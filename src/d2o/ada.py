@@ -263,12 +263,48 @@ class AugmentPipe(torch.nn.Module):
         out_h, out_w = (h + pad * 2) * 2, (w + pad * 2) * 2
         G = _scale2(one * 2 / x.shape[3], one * 2 / x.shape[2]) @ G @ _scale2(one * out_w / 2, one * out_h / 2)
         grid = F.affine_grid(G[:, :2, :].to(x.dtype), [b, c, out_h, out_w], align_corners=False)
-        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        x = grid_sample(x, grid)
 
         # Low-pass, 2x downsample and crop the filter padding.
         return downsample2x(x, f, crop=pad * 2)
 
 # ----------------------------------------------------------------------------------------------------------
+# Bilinear grid_sample (zeros padding, align_corners False) with gradients of any order w.r.t. the image.
+# R1 through ADA differentiates D's input gradient once more; CUDA's grid_sampler_2d_backward has no derivative
+# (CPU falls back to a composite path that has one). The input gradient is linear in the output gradient, so its
+# own backward is grid_sample again. The grid is a constant here (random transforms): it gets no gradient.
+
+
+def grid_sample(x: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    if grid.requires_grad:
+        raise ValueError("d2o.ada.grid_sample: the sampling grid must not require grad")
+    return _GridSample.apply(x, grid)
+
+
+class _GridSample(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, grid):
+        ctx.save_for_backward(x, grid)
+        return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+    @staticmethod
+    def backward(ctx, gy):
+        x, grid = ctx.saved_tensors
+        return _GridSampleInputGrad.apply(gy, x, grid), None
+
+
+class _GridSampleInputGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, gy, x, grid):
+        ctx.save_for_backward(grid)
+        # interpolation 0 = bilinear, padding 0 = zeros, align_corners False; only the input gradient
+        gx, _ = torch.ops.aten.grid_sampler_2d_backward(gy, x, grid, 0, 0, False, [True, False])
+        return gx
+
+    @staticmethod
+    def backward(ctx, ggx):
+        (grid,) = ctx.saved_tensors
+        return _GridSample.apply(ggx, grid), None, None
 
 
 def _flat_tensors(obj) -> list[torch.Tensor]:
