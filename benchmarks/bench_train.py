@@ -2,13 +2,16 @@
 """One D2O iteration at the CIFAR-10 paper configuration (G step + D step + amortised lazy R1): images/s and FLOP rate.
 
 Builds the real CIFAR-10 NCSN++ generator (random weights) and the paper's discriminator (vgg16_bn +
-tf_efficientnet_lite0, random weights: `offline`), a synthetic 32x32 dataset, and times Trainer.step().
-FLOPs per image are counted with torch.utils.flop_counter on an iteration without R1 (the flop counter cannot
-follow R1's double backward; R1 runs once per 16 iterations and costs about one extra D forward + double backward
-on the real batch, a few percent of an iteration). Timed iterations start at iteration 1, so every 16th has R1.
+tf_efficientnet_lite0, random weights: `offline`), a synthetic 32x32 dataset, and times Trainer.step() for each
+variant (D precision). FLOPs per image are counted with torch.utils.flop_counter on
+iteration 0 (no R1: the counter cannot follow R1's double backward). Iterations 1..16 warm up (cuDNN autotuning,
+the first R1 at iteration 16); the timed window is iterations 17..16+N, so with N a multiple of 16 it
+holds exactly N/16 R1 steps, the paper's amortisation.
 
-    python benchmarks/bench_train.py --batch 8 --iters 3            # CPU, reduced batch
-    python benchmarks/bench_train.py --batch 64 --iters 20          # one GPU: per-GPU batch of the paper's 4-GPU runs
+    python benchmarks/bench_train.py --batch 4 --iters 2 --warmup 1                  # CPU, reduced batch
+    python benchmarks/bench_train.py --batch 64 --variants fp32,tf32,bf16             # one GPU (per-GPU batch of the
+                                                                                      # paper's 4-GPU CIFAR-10 runs)
+A variant is a D precision: fp32 (the authors': G bf16, D fp32, TF32 off), tf32, bf16.
 """
 import argparse
 import json
@@ -30,33 +33,72 @@ CIFAR = dict(img_resolution=32, img_channels=3, label_dim=0, model_type="SongUNe
              decoder_type="standard", resample_filter=[1, 3, 3, 1], attn_resolutions=[16], num_blocks=4, dropout=0.13)
 
 
+def bench(variant: str, args, tmp: Path) -> dict:
+    d_precision = variant
+    exp = resolve_experiment(load_config("config/config.yaml"), args.experiment)
+    exp.update(batch=args.batch, offline=True, precision=args.precision, d_precision=d_precision, state_minutes=1e9)
+    tr = Trainer(exp, tmp / f"run-{variant}", tmp / "data.zip", tmp / "init.safetensors")
+    cuda = tr.device.type == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    with FlopCounterMode(display=False) as fc:
+        tr.step()                   # iteration 0: G step + D step, no R1
+    per_img = fc.get_total_flops() / args.batch
+    t0 = time.time()
+    for _ in range(args.warmup):
+        tr.step()
+    sync()
+    warm_s = time.time() - t0
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    t0 = time.time()
+    for _ in range(args.iters):
+        stats = tr.step()
+    sync()
+    dt = (time.time() - t0) / args.iters
+    res = {"variant": variant, "device": torch.cuda.get_device_name() if cuda else "cpu", "batch": args.batch,
+           "g_precision": args.precision, "s_per_iter": round(dt, 5), "img_per_s": round(args.batch / dt, 2),
+           "gflop_per_img_without_r1": round(per_img / 1e9, 1), "achieved_tflops": round(per_img * args.batch / dt / 1e12, 2),
+           "warmup_s": round(warm_s, 1), "loss_G": float(stats["loss_G"]), "loss_D": float(stats["loss_D"])}
+    if cuda:
+        res["peak_mem_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
+            for _ in range(2):
+                tr.step()
+            sync()
+        key = "cuda_time_total" if cuda else "cpu_time_total"
+        table = prof.key_averages().table(sort_by=key, row_limit=40)
+        Path(args.profile).mkdir(parents=True, exist_ok=True)
+        (Path(args.profile) / f"profile-{variant}.txt").write_text(table)
+    del tr
+    if cuda:
+        torch.cuda.empty_cache()
+    return res
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--iters", type=int, default=3)
+    ap.add_argument("--iters", type=int, default=16)
+    ap.add_argument("--warmup", type=int, default=16)
     ap.add_argument("--experiment", default="cifar10-uncond-d2o")
-    ap.add_argument("--precision", default="bf16")
+    ap.add_argument("--precision", default="bf16", help="generator precision")
+    ap.add_argument("--variants", default="fp32", help="comma-separated D precisions (fp32, tf32, bf16)")
+    ap.add_argument("--profile", default=None, help="folder for a torch.profiler table per variant")
+    ap.add_argument("--json", default=None, help="append one JSON line per variant here")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp())
     rng = np.random.default_rng(0)
     write_dataset_zip(tmp / "data.zip", rng.integers(0, 256, (max(256, args.batch * 4), 32, 32, 3), dtype=np.uint8))
     model_io.save_model(model_io.build("EDMPrecond", **CIFAR), tmp / "init.safetensors")
-    exp = resolve_experiment(load_config("config/config.yaml"), args.experiment)
-    exp.update(batch=args.batch, offline=True, precision=args.precision, state_minutes=1e9)
-    tr = Trainer(exp, tmp / "run", tmp / "data.zip", tmp / "init.safetensors")
-    sync = torch.cuda.synchronize if tr.device.type == "cuda" else (lambda: None)
-    with FlopCounterMode(display=False) as fc:
-        tr.step()                   # iteration 0: G step + D step, no R1
-    per_img = fc.get_total_flops() / args.batch
-    sync()
-    t0 = time.time()
-    for _ in range(args.iters):
-        tr.step()
-    sync()
-    dt = (time.time() - t0) / args.iters
-    res = {"device": str(tr.device), "batch": args.batch, "precision": args.precision, "s_per_iter": dt,
-           "img_per_s": args.batch / dt, "gflop_per_img_without_r1": per_img / 1e9, "achieved_tflops": per_img * args.batch / dt / 1e12}
-    print(json.dumps(res, indent=1))
+    for variant in args.variants.split(","):
+        res = bench(variant, args, tmp)
+        print(json.dumps(res), flush=True)
+        if args.json:
+            with open(args.json, "a") as f:
+                f.write(json.dumps(res) + "\n")
 
 
 if __name__ == "__main__":

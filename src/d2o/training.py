@@ -130,8 +130,9 @@ class Trainer:
         self.batch_gpu = exp["batch"] // self.world
         if exp.get("deterministic"):
             torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
+        tf32 = exp.get("d_precision") == "tf32"  # the authors disable TF32; `tf32` enables it wherever fp32 runs
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
         torch.backends.cudnn.benchmark = not exp.get("deterministic")
 
         images, labels = read_dataset_zip(dataset_zip)
@@ -246,16 +247,22 @@ class Trainer:
         idx = torch.randint(len(self.labels), (self.batch_gpu,), generator=g)
         return torch.nn.functional.one_hot(self.labels[idx], self.label_dim).float().to(self.device)
 
+    def _autocast(self, precision: str):
+        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda" and precision == "bf16")
+
     def _generate(self, z, c):
-        amp = self.device.type == "cuda" and self.exp["precision"] == "bf16"
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+        with self._autocast(self.exp["precision"]):
             return run_generator(self.G, z, c, self.sigmas).float()
 
     def _D(self, x, c, g_aug):
         """The discriminator, behind ADA's augmentation when it is on (reals, fakes and R1 alike, as StyleGAN2-ADA)."""
-        return self.D(self.augment(x, generator=g_aug) if self.augment is not None else x, c)
+        if self.augment is not None:
+            x = self.augment(x, generator=g_aug)
+        with self._autocast(self.exp.get("d_precision", "fp32")):
+            return self.D(x, c)
 
-    def step(self) -> dict:
+    def step(self) -> dict[str, torch.Tensor]:
+        """One iteration; returns its statistics as detached 0-dim tensors (no host sync: read them when logging)."""
         exp, stats = self.exp, {}
         g = _seeded(exp["seed"], 2, self.rank, self.it)
         g_aug = _seeded(exp["seed"], 3, self.rank, self.it, device=self.device)
@@ -274,19 +281,19 @@ class Trainer:
             logits = self._D(fake, cz, g_aug)
             loss_gan = gan_loss.generator_loss(logits, exp["loss"]["kind"], exp["loss"]["aggregation"])
             loss_g = loss_g + loss_gan
-            stats["loss_G_gan"] = loss_gan.item()
+            stats["loss_G_gan"] = loss_gan.detach()
         if self.use_cd:
             from d2o.cd import cd_loss
             z_cd = torch.randn(x.shape, generator=g).to(self.device)
             lc = cd_loss(self.G, self.teacher, x, z_cd, c, self.lpips, g, N=exp["cd"]["N"], rho=exp["cd"]["rho"],
                          i_min=exp["cd"]["i_min"], resolution=exp["cd"]["lpips_resolution"])
             loss_g = loss_g + exp["cd"]["weight"] * lc
-            stats["loss_G_cd"] = lc.item()
+            stats["loss_G_cd"] = lc.detach()
         loss_g.backward()
         _allreduce_grads(self.g_params, self.world)
         sanitize_grads(self.g_params)
         self.opt_G.step()
-        stats["loss_G"] = loss_g.item()
+        stats["loss_G"] = loss_g.detach()
 
         if self.use_gan:
             # D step: fakes from the just-updated G, no grad
@@ -303,19 +310,20 @@ class Trainer:
             _allreduce_grads(self.d_params, self.world)
             sanitize_grads(self.d_params)
             self.opt_D.step()
-            stats.update(loss_D=loss_d.item(), logits_real=_mean_logit(lr_), logits_fake=_mean_logit(lf_))
+            stats.update(loss_D=loss_d.detach(), logits_real=_mean_logit(lr_), logits_fake=_mean_logit(lf_))
             if self.ada is not None:
                 self.ada.accumulate(lr_)
-                stats["ada_p"] = self.ada.step(exp["batch"])
+                stats["ada_p"] = torch.tensor(self.ada.step(exp["batch"]))
 
             if exp["r1_gamma"] and self.it > 0 and self.it % exp["r1_interval"] == 0:
                 self.opt_D.zero_grad(set_to_none=True)
-                loss_r1, sq = r1_penalty(lambda img, cc: self._D(img, cc, g_aug), x, c, exp["r1_gamma"], exp["r1_interval"])
+                loss_r1, sq = r1_penalty(lambda img, cc: self._D(img, cc, g_aug), x, c, exp["r1_gamma"],
+                                         exp["r1_interval"])
                 loss_r1.backward()
                 _allreduce_grads(self.d_params, self.world)
                 sanitize_grads(self.d_params)
                 self.opt_D.step()
-                stats.update(loss_r1=loss_r1.item(), r1_grad_sq=sq.mean().item())
+                stats.update(loss_r1=loss_r1.detach(), r1_grad_sq=sq.detach().mean())
 
         beta = ema_lib.ema_beta(exp["batch"], self.nimg, exp["ema_halflife_mimg"] * 1e6, exp["ema_rampup"])
         ema_lib.update_ema(self.G_ema, self.G, beta)
@@ -346,7 +354,7 @@ class Trainer:
             log.info("SLURM job ends at %s: saving state and stopping %d s before", time.ctime(end_time), margin)
         t_start, img_start, last_state, last_log = time.time(), self.nimg, time.time(), self.nimg
         log_every = self.exp["log_every_kimg"] * 1000
-        acc: dict[str, list[float]] = {}
+        acc: dict[str, list[torch.Tensor]] = {}
         while self.nimg < self.total_img:
             for k, v in self.step().items():
                 acc.setdefault(k, []).append(v)
@@ -356,7 +364,7 @@ class Trainer:
                 rate = (self.nimg - img_start) / max(time.time() - t_start, 1e-9)
                 rec = {"it": self.it, "kimg": self.nimg / 1e3, "img_per_s": rate,
                        "eta_s": (self.total_img - self.nimg) / max(rate, 1e-9),
-                       **{k: float(np.mean(v)) for k, v in acc.items()}}
+                       **{k: float(torch.stack(v).float().mean()) for k, v in acc.items()}}
                 acc.clear()
                 last_log = self.nimg
                 if self.rank == 0:
@@ -395,9 +403,9 @@ class Trainer:
         atomic_write_json(output.with_name("train.json"), summary)
 
 
-def _mean_logit(logits) -> float:
+def _mean_logit(logits) -> torch.Tensor:
     flat = [t.detach().float().mean() for group in logits for t in group]
-    return float(torch.stack(flat).mean())
+    return torch.stack(flat).mean()
 
 
 def copy_snapshots(run_dir: str | Path, dest_dir: str | Path, kimgs: list[int]) -> None:

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The prepared GPU check of one device session (one call): versions; the training, ADA and autocast tests on CUDA
+# (bf16 autocast, channels_last, fused Adam, R1 double backward); the training-iteration benchmark per D precision
+# (each variant in its own process and time limit; JSON lines and kernel profiles under $OUT); generation throughput.
+# Usage on a GPU machine from the repo root:  OUT=<folder> bash benchmarks/gpu_check.sh
+#   VARIANTS="bf16 tf32 fp32" BENCH_S=150 TEST_S=90 SAMPLE=1 to change what runs.
+# Missing pure-Python dependencies may be given as wheels in .whl/ (installed to /tmp/site, never system-wide).
+set -u
+OUT=${OUT:-gpu-check}; mkdir -p "$OUT"
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+  export PYTHONPATH=/tmp/site:$PWD/src
+else
+  export PYTHONPATH=$PWD/src
+fi
+export PYTHONUNBUFFERED=1 PYTHONWARNINGS=ignore
+nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.max.sm,power.limit --format=csv
+python3 -c "import torch, timm, torchvision; print('torch', torch.__version__, 'timm', timm.__version__, 'torchvision', torchvision.__version__)"
+timeout ${TEST_S:-90} python3 -m pytest -q -p no:cacheprovider tests/test_training.py tests/test_ema.py tests/test_ada.py \
+  tests/test_edm_networks.py -k "not reference and not equals_edm" >"$OUT/tests.txt" 2>&1; tail -4 "$OUT/tests.txt"
+for v in ${VARIANTS:-bf16 tf32 fp32}; do
+  timeout ${BENCH_S:-150} python3 benchmarks/bench_train.py --batch 64 --variants "$v" --profile "$OUT" \
+    --json "$OUT/bench_train.jsonl" 2>&1 | grep -v -i -e warn -e "writing data"
+done
+[ -n "${SAMPLE:-}" ] && timeout 60 python3 benchmarks/bench_sampling.py --arch cifar10 --batch 500 2>&1 | tail -4
+true
