@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+import numpy as np
 import torch
 
 from d2o.config import load_config, resolve_experiment
@@ -113,6 +114,62 @@ def test_sigusr1_saves_state_and_exits_75(toy, tmp_path):
     t._on_signal(signal.SIGUSR1, None)
     assert t.run(tmp_path / "s" / "model.safetensors", [1]) == RESUME_EXIT_CODE
     assert (tmp_path / "s" / "training-state.pt").exists() and t.it == 1
+
+
+def test_accumulation_rounds_train_and_resume_bitwise(toy, tmp_path):
+    """batch_gpu < batch: two accumulation rounds per iteration; the run trains, logs and resumes bitwise."""
+    root, exp = toy
+    exp = dict(exp, batch_gpu=4, duration_mimg=8 * 6 / 1e6)
+    t, code = _run(root, exp, tmp_path / "a")
+    assert code == 0 and t.rounds == 2 and t.nimg == 48
+    stats = [json.loads(l) for l in (tmp_path / "a" / "stats.jsonl").read_text().splitlines()]
+    assert any("loss_r1" in s for s in stats) and all(np.isfinite(s["loss_D"]) for s in stats)
+    _run(root, exp, tmp_path / "b", stop_after=3)
+    _run(root, exp, tmp_path / "b")
+    assert _digest(tmp_path / "a" / "model.safetensors") == _digest(tmp_path / "b" / "model.safetensors")
+    with pytest.raises(ValueError, match="batch_gpu 3"):
+        Trainer(dict(exp, batch_gpu=3), tmp_path / "c", root / "data.zip", root / "init.safetensors")
+
+
+@pytest.mark.parametrize("d_precision, tf32", [("fp32", False), ("tf32", True), ("bf16", False)])
+def test_d_precision_sets_tf32(toy, tmp_path, d_precision, tf32):
+    """`fp32` is the authors' (TF32 off for cuDNN and matmuls); `tf32` turns it on; `bf16` autocasts D (CUDA only)."""
+    root, exp = toy
+    t = Trainer(dict(exp, d_precision=d_precision), tmp_path / "p", root / "data.zip", root / "init.safetensors")
+    assert torch.backends.cudnn.allow_tf32 is tf32 and torch.backends.cuda.matmul.allow_tf32 is tf32
+    with t._autocast(d_precision):
+        assert torch.is_autocast_enabled("cuda") is (d_precision == "bf16" and t.device.type == "cuda")
+
+
+def _step_grads(trainer, it):
+    """Run iteration `it` with the optimisers' steps disabled; return the gradients each step would have applied."""
+    seen = []
+    for opt in (trainer.opt_G, trainer.opt_D):
+        opt.step = lambda opt=opt: seen.append([p.grad.clone() for group in opt.param_groups for p in group["params"]])
+    trainer.it = it
+    trainer.step()
+    return seen
+
+
+def test_accumulation_rounds_equal_a_two_gpu_iteration(toy, tmp_path, monkeypatch):
+    """One process with 2 rounds (batch_gpu = batch / 2) applies the mean of the gradients that ranks 0 and 1 of a
+    2-GPU run compute (G step, D step and R1 step; DiffAugment on), up to float summation order."""
+    import d2o.training as training
+
+    root, exp = toy
+    exp = dict(exp, discriminator=dict(exp["discriminator"], diffaug=True))  # global random draws per virtual rank
+    args = (root / "data.zip", root / "init.safetensors")
+    one = _step_grads(Trainer(dict(exp, batch_gpu=exp["batch"] // 2), tmp_path / "one", *args), exp["r1_interval"])
+    monkeypatch.setattr(training, "_allreduce_grads", lambda params, world: None)  # each rank's own gradients
+    ranks = []
+    for rank in (0, 1):
+        monkeypatch.setattr(training, "_dist_info", lambda rank=rank: (rank, 2, torch.device("cpu")))
+        ranks.append(_step_grads(Trainer(exp, tmp_path / f"rank{rank}", *args), exp["r1_interval"]))
+    assert len(one) == 3                               # G step, D step, lazy R1 step
+    for got, g0, g1 in zip(one, *ranks):
+        for a, b0, b1 in zip(got, g0, g1):
+            torch.testing.assert_close(a, (b0 + b1) / 2, rtol=1e-4, atol=1e-6)
+        assert any(not torch.equal(b0, b1) for b0, b1 in zip(g0, g1))   # the two ranks did see different data
 
 
 @pytest.mark.slow

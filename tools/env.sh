@@ -15,7 +15,7 @@ if [ ! -x "$VENV/bin/python" ] || [ ! -f "$VENV/.complete" ]; then
   pip_q() { "$VENV/bin/pip" install -q "$@" 2>&1 | { grep -v "is ignored: it is neither" || true; } >&2; }
   pip_q --upgrade pip
   # torch/torchvision first, at the versions the ranges in pyproject.toml admit (see README)
-  pip_q "torch>=2.1,<=2.14.1" "torchvision>=0.16,<=0.29.1"
+  pip_q "torch>=2.4,<=2.14.1" "torchvision>=0.19,<=0.29.1"
   pip_q -e "$REPO[workflow,test]"
   touch "$VENV/.complete"
 else

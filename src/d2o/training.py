@@ -10,8 +10,9 @@ every `state_minutes` and when SIGTERM/SIGUSR1 arrives (SLURM's warning before a
 exits with RESUME_EXIT_CODE so the scheduler retries and the next attempt continues. A run killed at any point
 and restarted ends bitwise-identical to an uninterrupted one (CPU, deterministic mode).
 
-Multi-GPU: launched by `torchrun --standalone --nproc_per_node=<gpus>`; each rank takes its slice of the global
-batch (no gradient accumulation), gradients of the trainable parameters are averaged across ranks.
+Multi-GPU: launched by `torchrun --standalone --nproc_per_node=<gpus>`; gradients of the trainable parameters are
+averaged across ranks. With `batch_gpu` below batch / gpus, each rank runs several accumulation rounds, each one a
+virtual GPU (its data slice, random streams and D buffers), so any GPU count computes the same iteration.
 """
 
 from __future__ import annotations
@@ -125,9 +126,11 @@ class Trainer:
                  teacher_path: str | Path | None = None):
         self.exp, self.run_dir = exp, Path(run_dir)
         self.rank, self.world, self.device = _dist_info()
-        if exp["batch"] % self.world:
-            raise ValueError(f"batch {exp['batch']} is not divisible by {self.world} GPUs; change experiments.{exp['name']}.batch or resources.gpus")
-        self.batch_gpu = exp["batch"] // self.world
+        self.batch_gpu = exp.get("batch_gpu") or exp["batch"] // self.world
+        if exp["batch"] % (self.world * self.batch_gpu):
+            raise ValueError(f"batch {exp['batch']} is not divisible by {self.world} GPUs x batch_gpu {self.batch_gpu}; "
+                             f"change experiments.{exp['name']}.batch, batch_gpu or resources.gpus")
+        self.rounds = exp["batch"] // (self.world * self.batch_gpu)  # gradient-accumulation rounds per iteration
         if exp.get("deterministic"):
             torch.use_deterministic_algorithms(True, warn_only=True)
         tf32 = exp.get("d_precision") == "tf32"  # the authors disable TF32; `tf32` enables it wherever fp32 runs
@@ -231,8 +234,8 @@ class Trainer:
         return True
 
     # ---- one iteration
-    def _batch(self):
-        idx = self.sampler.batch(self.it, self.exp["batch"])[self.rank * self.batch_gpu:(self.rank + 1) * self.batch_gpu]
+    def _batch(self, v: int):
+        idx = self.sampler.batch(self.it, self.exp["batch"])[v * self.batch_gpu:(v + 1) * self.batch_gpu]
         x = self.images[idx].to(self.device).float() / 127.5 - 1
         if self.device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
@@ -261,69 +264,114 @@ class Trainer:
         with self._autocast(self.exp.get("d_precision", "fp32")):
             return self.D(x, c)
 
+    def _rounds(self, rng_states: list):
+        """Yield the accumulation rounds r as virtual ranks (a no-op for one round): the global RNG of virtual rank r
+        is swapped in, and D's buffers (BatchNorm statistics, spectral-norm vectors) start every round from their
+        value at the start of the phase, as on separate GPUs; rank 0's (round 0's) values are kept afterwards."""
+        if self.rounds == 1:
+            yield 0
+            return
+        cuda = self.device.type == "cuda"
+        bufs = list(self.D.buffers()) if self.use_gan else []
+        start = [b.clone() for b in bufs]
+        for r, state in enumerate(rng_states):
+            torch.set_rng_state(state[0])
+            if cuda:
+                torch.cuda.set_rng_state(state[1], self.device)
+            if r > 0:
+                for b, b0 in zip(bufs, start):
+                    b.copy_(b0)
+            yield r
+            rng_states[r] = (torch.get_rng_state(), torch.cuda.get_rng_state(self.device) if cuda else None)
+            if r == 0:
+                kept = [b.clone() for b in bufs]
+        for b, b0 in zip(bufs, kept):
+            b.copy_(b0)
+
     def step(self) -> dict[str, torch.Tensor]:
-        """One iteration; returns its statistics as detached 0-dim tensors (no host sync: read them when logging)."""
-        exp, stats = self.exp, {}
-        g = _seeded(exp["seed"], 2, self.rank, self.it)
-        g_aug = _seeded(exp["seed"], 3, self.rank, self.it, device=self.device)
-        torch.manual_seed(int(torch.randint(2**62, (1,), generator=g)))  # DiffAugment and any other global draw
-        x, c = self._batch()
-        shape = (self.batch_gpu, *x.shape[1:])
+        """One iteration; returns its statistics as detached 0-dim tensors (no host sync: read them when logging).
+
+        Rank k runs `rounds` virtual ranks v = k * rounds + r, each with its batch_gpu slice of the global batch, its
+        own random streams (seeded by v) and its own D BatchNorm statistics, and accumulates loss / rounds: gradients
+        (after the all-reduce mean over ranks) equal those of a run on world * rounds GPUs with one round each."""
+        exp, stats, R = self.exp, {}, self.rounds
+        vs = [self.rank * R + r for r in range(R)]
+        gens = [_seeded(exp["seed"], 2, v, self.it) for v in vs]
+        g_augs = [_seeded(exp["seed"], 3, v, self.it, device=self.device) for v in vs]
+        rng_states = []
+        for g in gens:  # DiffAugment and any other global draw: one stream per virtual rank
+            torch.manual_seed(int(torch.randint(2**62, (1,), generator=g)))
+            if R > 1:
+                rng_states.append((torch.get_rng_state(), torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None))
+
+        def log(key, value):  # per-round values, averaged over the rounds
+            stats[key] = stats.get(key, 0) + value.detach() / R
 
         # G step
-        z = torch.randn(shape, generator=g).to(self.device)
-        cz = self._fake_labels(g)
         self.opt_G.zero_grad(set_to_none=True)
-        loss_g = torch.zeros((), device=self.device)
         if self.use_gan:
             self.D.requires_grad_(False)
-            fake = self._generate(z, cz)
-            logits = self._D(fake, cz, g_aug)
-            loss_gan = gan_loss.generator_loss(logits, exp["loss"]["kind"], exp["loss"]["aggregation"])
-            loss_g = loss_g + loss_gan
-            stats["loss_G_gan"] = loss_gan.detach()
-        if self.use_cd:
-            from d2o.cd import cd_loss
-            z_cd = torch.randn(x.shape, generator=g).to(self.device)
-            lc = cd_loss(self.G, self.teacher, x, z_cd, c, self.lpips, g, N=exp["cd"]["N"], rho=exp["cd"]["rho"],
-                         i_min=exp["cd"]["i_min"], resolution=exp["cd"]["lpips_resolution"])
-            loss_g = loss_g + exp["cd"]["weight"] * lc
-            stats["loss_G_cd"] = lc.detach()
-        loss_g.backward()
+        for r in self._rounds(rng_states):
+            x, c = self._batch(vs[r])
+            g = gens[r]
+            z = torch.randn((self.batch_gpu, *x.shape[1:]), generator=g).to(self.device)
+            cz = self._fake_labels(g)
+            loss_g = torch.zeros((), device=self.device)
+            if self.use_gan:
+                fake = self._generate(z, cz)
+                loss_gan = gan_loss.generator_loss(self._D(fake, cz, g_augs[r]), exp["loss"]["kind"], exp["loss"]["aggregation"])
+                loss_g = loss_g + loss_gan
+                log("loss_G_gan", loss_gan)
+            if self.use_cd:
+                from d2o.cd import cd_loss
+                z_cd = torch.randn(x.shape, generator=g).to(self.device)
+                lc = cd_loss(self.G, self.teacher, x, z_cd, c, self.lpips, g, N=exp["cd"]["N"], rho=exp["cd"]["rho"],
+                             i_min=exp["cd"]["i_min"], resolution=exp["cd"]["lpips_resolution"])
+                loss_g = loss_g + exp["cd"]["weight"] * lc
+                log("loss_G_cd", lc)
+            (loss_g / R).backward()
+            log("loss_G", loss_g)
         _allreduce_grads(self.g_params, self.world)
         sanitize_grads(self.g_params)
         self.opt_G.step()
-        stats["loss_G"] = loss_g.detach()
 
         if self.use_gan:
             # D step: fakes from the just-updated G, no grad
             for p in self.d_params:
                 p.requires_grad_(True)
-            z2 = torch.randn(shape, generator=g).to(self.device)
-            c2 = self._fake_labels(g)
-            with torch.no_grad():
-                fake = self._generate(z2, c2)
             self.opt_D.zero_grad(set_to_none=True)
-            lr_, lf_ = self._D(x, c, g_aug), self._D(fake, c2, g_aug)
-            loss_d = gan_loss.discriminator_loss(lr_, lf_, exp["loss"]["kind"], exp["loss"]["aggregation"])
-            loss_d.backward()
+            for r in self._rounds(rng_states):
+                x, c = self._batch(vs[r])
+                z2 = torch.randn((self.batch_gpu, *x.shape[1:]), generator=gens[r]).to(self.device)
+                c2 = self._fake_labels(gens[r])
+                with torch.no_grad():
+                    fake = self._generate(z2, c2)
+                lr_, lf_ = self._D(x, c, g_augs[r]), self._D(fake, c2, g_augs[r])
+                loss_d = gan_loss.discriminator_loss(lr_, lf_, exp["loss"]["kind"], exp["loss"]["aggregation"])
+                (loss_d / R).backward()
+                log("loss_D", loss_d)
+                log("logits_real", _mean_logit(lr_))
+                log("logits_fake", _mean_logit(lf_))
+                if self.ada is not None:
+                    self.ada.accumulate(lr_)
             _allreduce_grads(self.d_params, self.world)
             sanitize_grads(self.d_params)
             self.opt_D.step()
-            stats.update(loss_D=loss_d.detach(), logits_real=_mean_logit(lr_), logits_fake=_mean_logit(lf_))
             if self.ada is not None:
-                self.ada.accumulate(lr_)
                 stats["ada_p"] = torch.tensor(self.ada.step(exp["batch"]))
 
             if exp["r1_gamma"] and self.it > 0 and self.it % exp["r1_interval"] == 0:
                 self.opt_D.zero_grad(set_to_none=True)
-                loss_r1, sq = r1_penalty(lambda img, cc: self._D(img, cc, g_aug), x, c, exp["r1_gamma"],
-                                         exp["r1_interval"])
-                loss_r1.backward()
+                for r in self._rounds(rng_states):
+                    x, c = self._batch(vs[r])
+                    loss_r1, sq = r1_penalty(lambda img, cc: self._D(img, cc, g_augs[r]), x, c, exp["r1_gamma"],
+                                             exp["r1_interval"])
+                    (loss_r1 / R).backward()
+                    log("loss_r1", loss_r1)
+                    log("r1_grad_sq", sq.mean())
                 _allreduce_grads(self.d_params, self.world)
                 sanitize_grads(self.d_params)
                 self.opt_D.step()
-                stats.update(loss_r1=loss_r1.detach(), r1_grad_sq=sq.detach().mean())
 
         beta = ema_lib.ema_beta(exp["batch"], self.nimg, exp["ema_halflife_mimg"] * 1e6, exp["ema_rampup"])
         ema_lib.update_ema(self.G_ema, self.G, beta)
