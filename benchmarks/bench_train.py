@@ -36,7 +36,7 @@ CIFAR = dict(img_resolution=32, img_channels=3, label_dim=0, model_type="SongUNe
 def bench(variant: str, args, tmp: Path) -> dict:
     d_precision = variant
     exp = resolve_experiment(load_config("config/config.yaml"), args.experiment)
-    exp.update(batch=args.batch, offline=True, precision=args.precision, d_precision=d_precision, state_minutes=1e9)
+    exp.update(batch=args.batch, batch_gpu=args.batch_gpu, offline=True, precision=args.precision, d_precision=d_precision, state_minutes=1e9)
     tr = Trainer(exp, tmp / f"run-{variant}", tmp / "data.zip", tmp / "init.safetensors")
     cuda = tr.device.type == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)
@@ -56,7 +56,7 @@ def bench(variant: str, args, tmp: Path) -> dict:
     sync()
     dt = (time.time() - t0) / args.iters
     res = {"variant": variant, "device": torch.cuda.get_device_name() if cuda else "cpu", "batch": args.batch,
-           "g_precision": args.precision, "s_per_iter": round(dt, 5), "img_per_s": round(args.batch / dt, 2),
+           "rounds": tr.rounds, "g_precision": args.precision, "s_per_iter": round(dt, 5), "img_per_s": round(args.batch / dt, 2),
            "gflop_per_img_without_r1": round(per_img / 1e9, 1), "achieved_tflops": round(per_img * args.batch / dt / 1e12, 2),
            "warmup_s": round(warm_s, 1), "loss_G": float(stats["loss_G"]), "loss_D": float(stats["loss_D"])}
     if cuda:
@@ -81,6 +81,7 @@ def bench(variant: str, args, tmp: Path) -> dict:
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--batch-gpu", type=int, default=None, help="accumulation round size (default: the whole batch)")
     ap.add_argument("--iters", type=int, default=16)
     ap.add_argument("--warmup", type=int, default=16)
     ap.add_argument("--experiment", default="cifar10-uncond-d2o")

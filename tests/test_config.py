@@ -57,6 +57,18 @@ def test_unknown_key_lists_valid_keys():
         validate(cfg, "x.yaml")
 
 
+def test_per_gpu_batch_is_the_papers_and_must_divide(paper):
+    """The registry pins the paper's 8-GPU per-GPU batch (spec §4 loss weighting); fewer GPUs only add rounds."""
+    assert resolve_experiment(paper, "cifar10-uncond-d2o")["batch_gpu"] == 32
+    assert resolve_experiment(paper, "imagenet64-d2o")["batch_gpu"] == 64
+    assert resolve_experiment(paper, "cifar10-uncond-d2o-f-trainsh")["batch_gpu"] == 64   # train.sh: 4 GPUs x 64
+    cfg = raw(PAPER)
+    cfg["experiments"]["cifar10-uncond-d2o"]["resources"] = {"gpus": 3}
+    with pytest.raises(ConfigError, match=r"x.yaml: experiments\.cifar10-uncond-d2o\.batch_gpu: batch 256 is not a multiple "
+                                          r"of resources\.gpus \(3\) x batch_gpu \(32\)"):
+        validate(cfg, "x.yaml")
+
+
 def test_missing_top_level_key():
     cfg = raw(DEMO)
     del cfg["paths"]

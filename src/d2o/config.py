@@ -142,6 +142,11 @@ def resolve_experiment(config: dict, name: str, source: str = "config") -> dict:
             raise unknown_name_error("experiment", other, experiments, f"{source}: experiments.{name}.eval.compare_with")
     if resolved["conditional"] and config["datasets"][dataset]["label_dim"] == 0:
         raise ConfigError(f"{source}: experiments.{name}.conditional: dataset '{dataset}' has no labels (label_dim 0); set conditional: false")
+    if resolved["kind"] == "train" and resolved.get("batch_gpu"):
+        gpus, bg = max(resolved["resources"]["gpus"], 1), resolved["batch_gpu"]
+        if resolved["batch"] % (gpus * bg):
+            raise ConfigError(f"{source}: experiments.{name}.batch_gpu: batch {resolved['batch']} is not a multiple of "
+                              f"resources.gpus ({gpus}) x batch_gpu ({bg}); choose GPUs and batch_gpu whose product divides it")
     resolved["name"] = name
     resolved["label_dim"] = config["datasets"][dataset]["label_dim"] if resolved["conditional"] else 0
     resolved["offline"] = config["offline"]
