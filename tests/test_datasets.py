@@ -1,10 +1,11 @@
 import json
+import os
 import zipfile
 
 import numpy as np
 import pytest
 
-from d2o.datasets import DatasetError, ImageZipDataset, make_shapes, prepare_dataset, read_dataset_zip, write_dataset_zip
+from d2o.datasets import DatasetError, ImageZipDataset, cached_image_array, make_shapes, prepare_dataset, read_dataset_zip, write_dataset_zip
 
 
 def test_edm_zip_layout_roundtrip(tmp_path):
@@ -21,6 +22,23 @@ def test_edm_zip_layout_roundtrip(tmp_path):
     assert np.array_equal(back, imgs) and np.array_equal(lab, labels)
     ds = ImageZipDataset(dest)
     assert ds[0].shape == (3, 16, 16) and ds[0].dtype.is_floating_point is False
+
+
+def test_cached_image_array_decodes_once_and_memory_maps(tmp_path, monkeypatch):
+    imgs, labels = make_shapes(37, 16, seed=2)
+    write_dataset_zip(tmp_path / "d.zip", imgs, labels)
+    write_dataset_zip(tmp_path / "u.zip", imgs[:5])
+    got, lab = cached_image_array(tmp_path / "d.zip", tmp_path / "cache")
+    assert isinstance(got, np.memmap) and not got.flags.writeable
+    assert np.array_equal(got, imgs) and np.array_equal(lab, labels)
+    assert cached_image_array(tmp_path / "u.zip", tmp_path / "cache")[1] is None
+    monkeypatch.setattr(ImageZipDataset, "read_hwc", lambda self, i: pytest.fail("decoded again"))
+    again, _ = cached_image_array(tmp_path / "d.zip", tmp_path / "cache")     # a resumed run: no decode
+    assert np.array_equal(again, imgs)
+    os.utime(tmp_path / "d.zip", ns=(1, 1))                                  # a rebuilt dataset: a new cache
+    with pytest.raises(pytest.fail.Exception, match="decoded again"):
+        cached_image_array(tmp_path / "d.zip", tmp_path / "cache")
+    assert not [p for p in (tmp_path / "cache").iterdir() if p.name.startswith(".")]   # no half-written file left
 
 
 def test_shapes_deterministic_and_varied():

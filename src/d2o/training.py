@@ -33,7 +33,7 @@ import torch.distributed as dist
 
 from d2o import ema as ema_lib
 from d2o import freezing, gan_loss
-from d2o.datasets import read_dataset_zip
+from d2o.datasets import cached_image_array
 from d2o.discriminators import build_discriminator
 from d2o.edm import model_io
 from d2o.generator import build_generator, generator_sigmas, run_generator
@@ -138,8 +138,8 @@ class Trainer:
         torch.backends.cudnn.allow_tf32 = tf32
         torch.backends.cudnn.benchmark = not exp.get("deterministic")
 
-        images, labels = read_dataset_zip(dataset_zip)
-        self.images = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()  # uint8 NCHW in RAM
+        # uint8 NHWC, decoded once per dataset version into <dataset folder>/.cache and memory-mapped
+        self.images, labels = cached_image_array(dataset_zip, Path(dataset_zip).parent / ".cache")
         self.labels = torch.from_numpy(labels) if labels is not None else None
         self.label_dim = exp["label_dim"]
         if self.label_dim and self.labels is None:
@@ -156,7 +156,7 @@ class Trainer:
 
         self.use_gan = exp["method"] in ("gan", "gan+cd")
         self.use_cd = exp["method"] in ("cd", "gan+cd")
-        res = self.images.shape[-1]
+        res = self.images.shape[1]
         if self.use_gan:
             d = exp["discriminator"]
             dcfg = {"type": d["type"], **{k: d[k] for k in _DISCRIMINATOR_KEYS[d["type"]]}}
@@ -236,9 +236,9 @@ class Trainer:
     # ---- one iteration
     def _batch(self, v: int):
         idx = self.sampler.batch(self.it, self.exp["batch"])[v * self.batch_gpu:(v + 1) * self.batch_gpu]
-        x = self.images[idx].to(self.device).float() / 127.5 - 1
-        if self.device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = torch.from_numpy(self.images[idx.numpy()]).to(self.device).permute(0, 3, 1, 2).float() / 127.5 - 1
+        # NHWC storage is channels_last already (cuDNN's fast path); CPU convolutions get NCHW
+        x = x.contiguous(memory_format=torch.channels_last if self.device.type == "cuda" else torch.contiguous_format)
         c = None
         if self.label_dim:
             c = torch.nn.functional.one_hot(self.labels[idx], self.label_dim).float().to(self.device)
