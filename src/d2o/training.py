@@ -234,8 +234,9 @@ class Trainer:
         return True
 
     # ---- one iteration
-    def _batch(self, v: int):
-        idx = self.sampler.batch(self.it, self.exp["batch"])[v * self.batch_gpu:(v + 1) * self.batch_gpu]
+    def _batch(self, global_idx: torch.Tensor, v: int):
+        """Virtual rank v's slice of this iteration's global batch, on the device, in [-1, 1]."""
+        idx = global_idx[v * self.batch_gpu:(v + 1) * self.batch_gpu]
         x = torch.from_numpy(self.images[idx.numpy()]).to(self.device).permute(0, 3, 1, 2).float() / 127.5 - 1
         # NHWC storage is channels_last already (cuDNN's fast path); CPU convolutions get NCHW
         x = x.contiguous(memory_format=torch.channels_last if self.device.type == "cuda" else torch.contiguous_format)
@@ -264,6 +265,9 @@ class Trainer:
         with self._autocast(self.exp.get("d_precision", "fp32")):
             return self.D(x, c)
 
+    def _global_rng_state(self) -> tuple:
+        return torch.get_rng_state(), (torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None)
+
     def _rounds(self, rng_states: list):
         """Yield the accumulation rounds r as virtual ranks (a no-op for one round): the global RNG of virtual rank r
         is swapped in, and D's buffers (BatchNorm statistics, spectral-norm vectors) start every round from their
@@ -271,18 +275,17 @@ class Trainer:
         if self.rounds == 1:
             yield 0
             return
-        cuda = self.device.type == "cuda"
         bufs = list(self.D.buffers()) if self.use_gan else []
         start = [b.clone() for b in bufs]
-        for r, state in enumerate(rng_states):
-            torch.set_rng_state(state[0])
-            if cuda:
-                torch.cuda.set_rng_state(state[1], self.device)
+        for r, (cpu_state, cuda_state) in enumerate(rng_states):
+            torch.set_rng_state(cpu_state)
+            if cuda_state is not None:
+                torch.cuda.set_rng_state(cuda_state, self.device)
             if r > 0:
                 for b, b0 in zip(bufs, start):
                     b.copy_(b0)
             yield r
-            rng_states[r] = (torch.get_rng_state(), torch.cuda.get_rng_state(self.device) if cuda else None)
+            rng_states[r] = self._global_rng_state()
             if r == 0:
                 kept = [b.clone() for b in bufs]
         for b, b0 in zip(bufs, kept):
@@ -302,7 +305,9 @@ class Trainer:
         for g in gens:  # DiffAugment and any other global draw: one stream per virtual rank
             torch.manual_seed(int(torch.randint(2**62, (1,), generator=g)))
             if R > 1:
-                rng_states.append((torch.get_rng_state(), torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None))
+                rng_states.append(self._global_rng_state())
+        global_idx = self.sampler.batch(self.it, exp["batch"])
+        data = [self._batch(global_idx, v) for v in vs]  # each round's reals, loaded once for the G, D and R1 steps
 
         def log(key, value):  # per-round values, averaged over the rounds
             stats[key] = stats.get(key, 0) + value.detach() / R
@@ -312,7 +317,7 @@ class Trainer:
         if self.use_gan:
             self.D.requires_grad_(False)
         for r in self._rounds(rng_states):
-            x, c = self._batch(vs[r])
+            x, c = data[r]
             g = gens[r]
             z = torch.randn((self.batch_gpu, *x.shape[1:]), generator=g).to(self.device)
             cz = self._fake_labels(g)
@@ -341,7 +346,7 @@ class Trainer:
                 p.requires_grad_(True)
             self.opt_D.zero_grad(set_to_none=True)
             for r in self._rounds(rng_states):
-                x, c = self._batch(vs[r])
+                x, c = data[r]
                 z2 = torch.randn((self.batch_gpu, *x.shape[1:]), generator=gens[r]).to(self.device)
                 c2 = self._fake_labels(gens[r])
                 with torch.no_grad():
@@ -363,7 +368,7 @@ class Trainer:
             if exp["r1_gamma"] and self.it > 0 and self.it % exp["r1_interval"] == 0:
                 self.opt_D.zero_grad(set_to_none=True)
                 for r in self._rounds(rng_states):
-                    x, c = self._batch(vs[r])
+                    x, c = data[r]
                     loss_r1, sq = r1_penalty(lambda img, cc: self._D(img, cc, g_augs[r]), x, c, exp["r1_gamma"],
                                              exp["r1_interval"])
                     (loss_r1 / R).backward()

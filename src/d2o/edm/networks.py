@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 
-
 import numpy as np
 import torch
 from torch.nn.functional import silu
