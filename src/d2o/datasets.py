@@ -75,7 +75,7 @@ def cached_image_array(zip_path: str | Path, cache_dir: str | Path) -> tuple[np.
     """The dataset zip decoded once into uncompressed .npy files in `cache_dir` and memory-mapped: uint8 NHWC images
     (read-only np.memmap) and int64 labels (or None).
 
-    The training processes of one node then share the images' pages (ImageNet 64: 15.7 GB once, not per GPU), a
+    The training processes of one node then share the images' pages (ImageNet 64: 14.7 GiB once, not per GPU), a
     resumed run skips the decode, and the decode streams into the file (no second copy in RAM). The cache is keyed by
     the zip's size and mtime; an exclusive lock lets one process build it while the others wait.
     """
