@@ -1,5 +1,6 @@
 """Discriminator side of D2O: feature networks, projected discriminator, Table 1 discriminators, DiffAugment, R1."""
 
+import copy
 import math
 
 import numpy as np
@@ -222,3 +223,70 @@ def test_diffaug_shape_determinism_and_semantics():
     xg = x.clone().requires_grad_(True)
     diff_augment(xg).sum().backward()
     assert xg.grad is not None and np.isfinite(xg.grad.numpy()).all()
+
+
+def test_bf16_projection_weights_are_bitwise_what_autocast_computes():
+    """cast_projection_weights(bf16): under bf16 autocast, logits and input gradients are bitwise unchanged, and
+    only conv/linear weights changed dtype (BatchNorm stays fp32)."""
+    torch.manual_seed(0)
+    ref = ProjectedDiscriminator(["vgg16_bn", "tf_efficientnet_lite0"], resolution=128, pretrained=False).train()
+    cast = copy.deepcopy(ref)
+    cast.cast_projection_weights(torch.bfloat16)
+    proj = cast.projections["tf_efficientnet_lite0"]
+    assert proj.features.layers[0][0].weight.dtype == torch.bfloat16 and proj.ccm[0].bias.dtype == torch.bfloat16
+    assert proj.features.layers[0][1].weight.dtype == torch.float32                      # stem BatchNorm
+    assert all(p.dtype == torch.float32 for p in cast.discriminators.parameters())    # trained heads untouched
+    outs = []
+    for D in (ref, cast):
+        x = (torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1).requires_grad_(True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = D(x)
+        (grad,) = torch.autograd.grad(sum(t.float().sum() for heads in logits for t in heads), [x])
+        outs.append(([t for heads in logits for t in heads], grad))
+    (la, ga), (lb, gb) = outs
+    assert all(torch.equal(a, b) for a, b in zip(la, lb)) and torch.equal(ga, gb)
+
+
+def test_compiled_projections_match_eager_and_eager_block_restores():
+    torch.manual_seed(0)
+    D = ProjectedDiscriminator(["tiny"], img_resolution=16, pretrained=False).train()
+    keys = list(D.state_dict())
+    x = torch.rand(4, 3, 16, 16) * 2 - 1
+    with torch.no_grad():
+        eager = D.projections["tiny"](D.preprocess(x, "tiny"))
+    D.compile_projections()
+    assert list(D.state_dict()) == keys                                 # compiled graphs are not submodules
+    calls = []
+    D._compiled["tiny"] = lambda h, f=D._compiled["tiny"]: calls.append(1) or f(h)
+    with torch.no_grad():
+        compiled = D._compiled["tiny"](D.preprocess(x, "tiny"))
+        D(x)
+        with D.eager():
+            D(x)
+        D(x)
+    assert len(calls) == 3                                              # 1 direct + 2 forwards outside eager()
+    assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-5) for a, b in zip(eager, compiled))
+    grads = []                                                          # the G step's path: gradient w.r.t. the image
+    for project in (D.projections["tiny"], D._compiled["tiny"]):
+        h = D.preprocess(x, "tiny").requires_grad_(True)
+        grads.append(torch.autograd.grad(sum(f.square().sum() for f in project(h)), h)[0])
+    assert torch.allclose(*grads, rtol=1e-4, atol=1e-6)
+
+
+def test_forward_pair_equals_two_calls():
+    """One projection pass over reals and fakes stacked = D(x, c) then D(y, cy): same logits, same DiffAugment
+    draws, same head state afterwards (BatchNorm statistics of each batch, spectral-norm vectors)."""
+    torch.manual_seed(0)
+    a = ProjectedDiscriminator(["tiny"], img_resolution=16, pretrained=False, label_dim=3, diffaug=True).train()
+    b = copy.deepcopy(a)
+    x, y = torch.rand(4, 3, 16, 16) * 2 - 1, torch.rand(4, 3, 16, 16) * 2 - 1
+    c, cy = F.one_hot(torch.tensor([0, 1, 2, 0]), 3).float(), F.one_hot(torch.tensor([2, 2, 1, 0]), 3).float()
+    torch.manual_seed(5)
+    two = (a(x, c), a(y, cy))
+    after_two = torch.randn(())
+    torch.manual_seed(5)
+    pair = b.forward_pair(x, c, y, cy)
+    assert torch.randn(()) == after_two                                       # as many DiffAugment draws
+    for u, v in zip(two, pair):
+        assert all(torch.allclose(s, t, atol=1e-6) for hs, ht in zip(u, v) for s, t in zip(hs, ht))
+    assert all(torch.allclose(s, t, atol=1e-6) for s, t in zip(a.state_dict().values(), b.state_dict().values()))

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from d2o.feature_networks import _load_state_dict
 from d2o.projected_discriminator import FullyConnectedLayer, ProjectedDiscriminator
+from d2o.spectral_norm import SNConv2d, prepare_weights
 
 # LPIPS ScalingLayer constants (lpips package): x in [-1, 1] -> (x - shift) / scale.
 LPIPS_SHIFT = (-0.030, -0.088, -0.188)
@@ -113,15 +114,15 @@ class LPIPSDiscriminator(_FrozenMixin, nn.Module):
         feats = _vgg16_features(pretrained, weights)
         self.features = nn.ModuleList([feats[a:b] for a, b in LPIPS_VGG_SLICES])
         self.freeze_features, self.resolution = freeze_features, resolution
-        sn = nn.utils.spectral_norm
-        self.heads = nn.ModuleList([nn.Sequential(sn(nn.Conv2d(ch, head_channels, 3, 1, 1)), nn.LeakyReLU(0.2),
-                                                  sn(nn.Conv2d(head_channels, 1, 1))) for ch in LPIPS_VGG_CHANNELS])
+        self.heads = nn.ModuleList([nn.Sequential(SNConv2d(ch, head_channels, 3, 1, 1), nn.LeakyReLU(0.2),
+                                                  SNConv2d(head_channels, 1, 1)) for ch in LPIPS_VGG_CHANNELS])
         self._freeze()
 
     def forward(self, x, c=None):
         if self.resolution is not None and x.shape[-1] != self.resolution:
             x = F.interpolate(x, size=(self.resolution, self.resolution), mode="bilinear", align_corners=False)
         h, logits = self.scale(x), []
+        prepare_weights(self.heads)
         for stage, head in zip(self.features, self.heads):
             h = stage(h)
             logits.append(head(h).flatten(1))

@@ -13,11 +13,18 @@ so 4/3/2/1 DownBlocks whatever the real size; at 224 input this gives 4x4 logit 
 11x11 for VGG (whose taps are twice as large as the bookkeeping assumes). The demo `tiny` backbone is not resized;
 its heads are sized from its true map sizes and its head channels are capped (see `_level_sizes`).
 
-`forward(x, c)` returns a list over backbones of lists over heads of logits (B, P) (docs/ARCHITECTURE.md).
+`forward(x, c)` returns a list over backbones of lists over heads of logits (B, P) (docs/ARCHITECTURE.md);
+`forward_pair` scores reals and fakes of the D step with one projection pass.
+
+Speed (the projections hold nearly all of D's FLOPs and kernel launches): `compile_projections()` runs them through
+torch.compile for the G and D steps, `eager()` turns that off where a double backward is needed (R1);
+`cast_projection_weights(torch.bfloat16)` stores their conv/linear weights in the dtype bf16 autocast would cast them
+to on every call.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 
@@ -28,14 +35,10 @@ import torch.nn.functional as F
 
 from d2o.diffaug import diff_augment
 from d2o.feature_networks import FeatureNetwork, build_feature_network
+from d2o.spectral_norm import SNConv2d, prepare_weights
 
 # Channel table of the mini-discriminators keyed by nominal map size (spec §3.3; PG's `nfc_midas`).
 NFC = {1: 2048, 2: 1024, 4: 512, 8: 512, 16: 256, 32: 128, 64: 64, 128: 64, 256: 32, 512: 16, 1024: 8}
-
-
-def sn_conv2d(*args, **kwargs) -> nn.Conv2d:
-    """Spectral-normalised conv (one power iteration per training-mode forward, as torch.nn.utils.spectral_norm)."""
-    return nn.utils.spectral_norm(nn.Conv2d(*args, **kwargs))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -93,7 +96,7 @@ class DownBlock(nn.Sequential):
     """Spectral-norm 4x4 stride-2 conv (bias) + BatchNorm2d (batch statistics in train mode) + LeakyReLU 0.2."""
 
     def __init__(self, cin: int, cout: int):
-        super().__init__(sn_conv2d(cin, cout, 4, 2, 1, bias=True), nn.BatchNorm2d(cout), nn.LeakyReLU(0.2))
+        super().__init__(SNConv2d(cin, cout, 4, 2, 1, bias=True), nn.BatchNorm2d(cout), nn.LeakyReLU(0.2))
 
 
 class FullyConnectedLayer(nn.Module):
@@ -146,7 +149,7 @@ class MiniDiscriminator(nn.Module):
         self.num_down = len(layers)
         self.kernel = 4 if end_sz >= 8 else max(1, end_sz // 2)
         self.label_dim, self.cmap_dim = label_dim, cmap_dim
-        self.cls = sn_conv2d(nfc[end_sz], cmap_dim if label_dim else 1, self.kernel, 1, 0, bias=False)
+        self.cls = SNConv2d(nfc[end_sz], cmap_dim if label_dim else 1, self.kernel, 1, 0, bias=False)
         if label_dim:
             if label_dim > embed_num:
                 raise ValueError(f"d2o.projected_discriminator: label_dim {label_dim} exceeds the {embed_num} "
@@ -199,6 +202,7 @@ class MultiScaleHeads(nn.Module):
                                     for ch, sz in zip(channels[:num_discs], sizes)])
 
     def forward(self, feats, c=None):
+        prepare_weights(self)  # the spectral-norm power iterations of all heads at once (d2o.spectral_norm)
         return [head(f, c) for head, f in zip(self.heads, feats)]
 
 
@@ -254,6 +258,38 @@ class ProjectedDiscriminator(nn.Module):
             self.register_buffer(f"std_{name}", std, persistent=False)
         if embed_weights is not None and label_dim:
             self.load_class_embedding(embed_weights)
+        self._compiled: dict = {}   # torch.compile'd projections, outside the module tree (state_dict unchanged)
+        self._use_compiled = True
+
+    def compile_projections(self, **compile_kwargs) -> None:
+        """Use torch.compile'd projections in `forward` (kwargs go to torch.compile, e.g. mode="reduce-overhead").
+
+        The compiled graphs support forward and backward but not a double backward: run R1 inside `eager()`."""
+        compile_kwargs.setdefault("dynamic", False)  # batch B in the G step, 2B in forward_pair: two static graphs
+        self._compiled = {name: torch.compile(proj, **compile_kwargs) for name, proj in self.projections.items()}
+
+    @contextlib.contextmanager
+    def eager(self):
+        """Within this block `forward` runs the eager projections (same parameters) even when compiled ones exist."""
+        saved, self._use_compiled = self._use_compiled, False
+        try:
+            yield self
+        finally:
+            self._use_compiled = saved
+
+    @torch.no_grad()
+    def cast_projection_weights(self, dtype: torch.dtype) -> None:
+        """Store the frozen projections' conv / transposed-conv / linear weights and biases in `dtype`.
+
+        Under autocast to `dtype` these layers see exactly the values autocast would cast them to on every call, so
+        the results are bitwise unchanged and the per-call weight casts disappear. Normalisation layers keep fp32
+        (autocast runs them in fp32 or with fp32 statistics). Call D only under autocast to `dtype` afterwards."""
+        for proj in self.projections.values():
+            for m in proj.modules():
+                if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+                    m.weight.data = m.weight.data.to(dtype)
+                    if m.bias is not None:
+                        m.bias.data = m.bias.data.to(dtype)
 
     def load_class_embedding(self, path: str | os.PathLike) -> None:
         """Copy a (1000, 320) class-embedding matrix into every conditional head (one copy each, trainable)."""
@@ -290,12 +326,33 @@ class ProjectedDiscriminator(nn.Module):
             x = F.interpolate(x, size=(self.resolution, self.resolution), mode="bilinear", align_corners=False)
         return x
 
-    def forward(self, x: torch.Tensor, c: torch.Tensor | None = None) -> list[list[torch.Tensor]]:
+    def _check_labels(self, x, c) -> None:
         if self.label_dim and (c is None or c.shape != (x.shape[0], self.label_dim)):
             raise ValueError(f"d2o.projected_discriminator: expected one-hot labels of shape "
                              f"({x.shape[0]}, {self.label_dim}), got {None if c is None else tuple(c.shape)}")
-        logits = []
-        for name in self.backbones:
-            feats = self.projections[name](self.preprocess(x, name))
-            logits.append(self.discriminators[name](feats, c if self.label_dim else None))
-        return logits
+
+    def _project(self, x: torch.Tensor, name: str) -> list[torch.Tensor]:
+        project = self._compiled[name] if self._compiled and self._use_compiled else self.projections[name]
+        return project(x)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor | None = None) -> list[list[torch.Tensor]]:
+        self._check_labels(x, c)
+        return [self.discriminators[name](self._project(self.preprocess(x, name), name), c if self.label_dim else None)
+                for name in self.backbones]
+
+    def forward_pair(self, x: torch.Tensor, c: torch.Tensor | None, y: torch.Tensor, cy: torch.Tensor | None):
+        """`(self(x, c), self(y, cy))` with one frozen-projection pass per backbone over x and y stacked (half the
+        projection launches of the D step, at twice the batch). Everything that is not per-sample stays separate:
+        DiffAugment draws in the same order as the two calls (all of x's backbones, then y's), and the heads (batch
+        statistics of BatchNorm, spectral-norm power iterations) run on x, then on y."""
+        self._check_labels(x, c)
+        self._check_labels(y, cy)
+        px = [self.preprocess(x, name) for name in self.backbones]
+        py = [self.preprocess(y, name) for name in self.backbones]
+        lx, ly = [], []
+        for name, a, b in zip(self.backbones, px, py):
+            feats = self._project(torch.cat([a, b]), name)
+            heads = self.discriminators[name]
+            lx.append(heads([f[:len(a)] for f in feats], c if self.label_dim else None))
+            ly.append(heads([f[len(a):] for f in feats], cy if self.label_dim else None))
+        return lx, ly
