@@ -4,14 +4,17 @@
 Builds the real CIFAR-10 NCSN++ generator (random weights) and the paper's discriminator (vgg16_bn +
 tf_efficientnet_lite0, random weights: `offline`), a synthetic 32x32 dataset, and times Trainer.step() for each
 variant (D precision). FLOPs per image are counted with torch.utils.flop_counter on
-iteration 0 (no R1: the counter cannot follow R1's double backward). Iterations 1..16 warm up (cuDNN autotuning,
+iteration 0 (no R1: the counter cannot follow R1's double backward), run eagerly, and so are the computing ATen
+operators (a proxy for kernel launches; optimiser steps and EMA excluded, as they are fused on CUDA). Iterations 1..16 warm up (cuDNN autotuning,
 the first R1 at iteration 16); the timed window is iterations 17..16+N, so with N a multiple of 16 it
 holds exactly N/16 R1 steps, the paper's amortisation.
 
     python benchmarks/bench_train.py --batch 4 --iters 2 --warmup 1                  # CPU, reduced batch
     python benchmarks/bench_train.py --batch 64 --variants fp32,tf32,bf16             # one GPU (per-GPU batch of the
                                                                                       # paper's 4-GPU CIFAR-10 runs)
-A variant is a D precision: fp32 (the authors': G bf16, D fp32, TF32 off), tf32, bf16.
+A variant is a D precision: fp32 (the authors': G bf16, D fp32, TF32 off), tf32, bf16, optionally with a torch.compile
+mode of the experiment key `compile` after a colon: bf16:default, bf16:reduce-overhead (CUDA graphs), fp32:max-autotune.
+Warm-up then includes the compilation.
 """
 import argparse
 import json
@@ -19,8 +22,12 @@ import tempfile
 import time
 from pathlib import Path
 
+import contextlib
+from collections import Counter
+
 import numpy as np
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from d2o.config import load_config, resolve_experiment
@@ -33,15 +40,68 @@ CIFAR = dict(img_resolution=32, img_channels=3, label_dim=0, model_type="SongUNe
              decoder_type="standard", resample_filter=[1, 3, 3, 1], attn_resolutions=[16], num_blocks=4, dropout=0.13)
 
 
+class OpCounter(TorchDispatchMode):
+    """Counts the ATen operators that compute (views excluded): a device-independent proxy for kernel launches,
+    which bound the eager bf16 iteration on an H100. `paused()` excludes a region."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops, self._on = Counter(), True
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if self._on and not any(r.alias_info is not None and not r.alias_info.is_write for r in func._schema.returns):
+            self.ops[str(func.overloadpacket)] += 1
+        return func(*args, **(kwargs or {}))
+
+    @contextlib.contextmanager
+    def paused(self):
+        self._on = False
+        try:
+            yield
+        finally:
+            self._on = True
+
+
+@contextlib.contextmanager
+def counting_ops(tr: Trainer):
+    """OpCounter over a block, with the optimiser steps and the EMA update paused: on CUDA those are fused
+    multi-tensor kernels (fused Adam, _foreach_lerp_), on CPU one op per tensor."""
+    import d2o.training
+
+    counter = OpCounter()
+
+    def paused(f):
+        def run(*args, **kwargs):
+            with counter.paused():
+                return f(*args, **kwargs)
+        return run
+
+    opts = [o for o in (tr.opt_G, getattr(tr, "opt_D", None)) if o is not None]
+    update_ema = d2o.training.ema_lib.update_ema
+    try:
+        for o in opts:
+            o.step = paused(o.step)      # instance attribute over the class method
+        d2o.training.ema_lib.update_ema = paused(update_ema)
+        with counter:
+            yield counter
+    finally:
+        for o in opts:
+            del o.step
+        d2o.training.ema_lib.update_ema = update_ema
+
+
 def bench(variant: str, args, tmp: Path) -> dict:
-    d_precision = variant
+    d_precision, _, compile_mode = variant.partition(":")
     exp = resolve_experiment(load_config("config/config.yaml"), args.experiment)
-    exp.update(batch=args.batch, batch_gpu=args.batch_gpu, offline=True, precision=args.precision, d_precision=d_precision, state_minutes=1e9)
+    exp.update(batch=args.batch, batch_gpu=args.batch_gpu, offline=True, precision=args.precision, d_precision=d_precision,
+               compile=compile_mode or "off", state_minutes=1e9)
     tr = Trainer(exp, tmp / f"run-{variant}", tmp / "data.zip", tmp / "init.safetensors")
     cuda = tr.device.type == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)
-    with FlopCounterMode(display=False) as fc:
-        tr.step()                   # iteration 0: G step + D step, no R1
+    G_fast, tr.G_fast = tr.G_fast, tr.G  # iteration 0 (G step + D step, no R1) eager: the counters cannot see compiled code
+    with tr._eager_D(), FlopCounterMode(display=False) as fc, counting_ops(tr) as ops:
+        tr.step()
+    tr.G_fast = G_fast
     per_img = fc.get_total_flops() / args.batch
     t0 = time.time()
     for _ in range(args.warmup):
@@ -57,8 +117,9 @@ def bench(variant: str, args, tmp: Path) -> dict:
     dt = (time.time() - t0) / args.iters
     res = {"variant": variant, "device": torch.cuda.get_device_name() if cuda else "cpu", "batch": args.batch,
            "rounds": tr.rounds, "g_precision": args.precision, "s_per_iter": round(dt, 5), "img_per_s": round(args.batch / dt, 2),
-           "gflop_per_img_without_r1": round(per_img / 1e9, 1), "achieved_tflops": round(per_img * args.batch / dt / 1e12, 2),
-           "warmup_s": round(warm_s, 1), "loss_G": float(stats["loss_G"]), "loss_D": float(stats["loss_D"])}
+           "gflop_per_img_without_r1": round(per_img / 1e9, 1),
+           "eager_ops_per_iter_without_r1": sum(ops.ops.values()), "achieved_tflops": round(per_img * args.batch / dt / 1e12, 2),
+           "compile": exp["compile"], "warmup_s": round(warm_s, 1), "loss_G": float(stats["loss_G"]), "loss_D": float(stats["loss_D"])}
     if cuda:
         res["peak_mem_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
     if args.profile:
@@ -71,7 +132,7 @@ def bench(variant: str, args, tmp: Path) -> dict:
         key = "cuda_time_total" if cuda else "cpu_time_total"
         table = prof.key_averages().table(sort_by=key, row_limit=40)
         Path(args.profile).mkdir(parents=True, exist_ok=True)
-        (Path(args.profile) / f"profile-{variant}.txt").write_text(table)
+        (Path(args.profile) / f"profile-{variant.replace(':', '-')}.txt").write_text(table)
     del tr
     if cuda:
         torch.cuda.empty_cache()
@@ -86,7 +147,7 @@ def main():
     ap.add_argument("--warmup", type=int, default=16)
     ap.add_argument("--experiment", default="cifar10-uncond-d2o")
     ap.add_argument("--precision", default="bf16", help="generator precision")
-    ap.add_argument("--variants", default="fp32", help="comma-separated D precisions (fp32, tf32, bf16)")
+    ap.add_argument("--variants", default="fp32", help="comma-separated D precisions (fp32, tf32, bf16), each optionally :<compile mode>")
     ap.add_argument("--profile", default=None, help="folder for a torch.profiler table per variant")
     ap.add_argument("--json", default=None, help="append one JSON line per variant here")
     args = ap.parse_args()

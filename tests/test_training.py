@@ -225,3 +225,49 @@ def test_ada_run_adapts_p_and_resumes_bitwise(toy, tmp_path):
     if torch.cuda.is_available():  # CUDA's grid_sample backward accumulates with atomics: bitwise only on CPU
         return
     assert _digest(tmp_path / "a" / "model.safetensors") == _digest(tmp_path / "b" / "model.safetensors")
+
+
+@pytest.mark.slow
+def test_compiled_training_matches_eager(toy, tmp_path):
+    """torch.compile of G and the frozen projections (R1 eager) computes the eager iteration: from the same state,
+    the statistics and the G- and D-step gradients agree to 1e-4 relative on CPU (mode default), 2e-2 on CUDA (bf16
+    autocast; mode reduce-overhead: CUDA graphs, run by benchmarks/gpu_check.sh), and the compiled run goes through
+    R1. Whole trajectories are not compared: Adam turns rounding differences of near-zero gradients into full-size
+    updates (lr x sign), so two correct implementations drift apart within a few iterations."""
+    root, exp = toy
+    torch.set_num_threads(1)
+    mode, rtol = ("reduce-overhead", 2e-2) if torch.cuda.is_available() else ("default", 1e-4)
+    eager = Trainer(exp, tmp_path / "off", root / "data.zip", root / "init.safetensors")
+    comp = Trainer(dict(exp, compile=mode), tmp_path / "on", root / "data.zip", root / "init.safetensors")
+    assert eager.G_fast is eager.G and not eager.D._compiled and comp.G_fast is not comp.G and comp.D._compiled
+    stats = [comp.step() for _ in range(5)]                 # iterations 0-4, R1 at 4 (r1_interval 4)
+    assert "loss_r1" in stats[4] and all(torch.isfinite(v) for s in stats for v in s.values())
+    for _ in range(5):
+        eager.step()
+    comp.load_state_dict(eager.state_dict())                # iteration 5 (no R1) from the same state
+    assert list(comp.state_dict()["D"]) == list(eager.state_dict()["D"])
+    a, b = ({k: float(v) for k, v in t.step().items()} for t in (eager, comp))
+    assert a.keys() == b.keys() and all(abs(a[k] - b[k]) <= rtol * abs(a[k]) + 1e-7 for k in a), {k: (a[k], b[k]) for k in a}
+    # the G step's gradients (same state); the D step's (its fakes come from G after an Adam step: 10x looser)
+    for ta, tb, tol in ((eager.G, comp.G, rtol), (eager.D, comp.D, 10 * rtol)):
+        ga = torch.cat([p.grad.flatten() for p in ta.parameters() if p.grad is not None])
+        gb = torch.cat([p.grad.flatten() for p in tb.parameters() if p.grad is not None])
+        assert ga.shape == gb.shape and (ga - gb).norm() <= tol * ga.norm(), float((ga - gb).norm() / ga.norm())
+
+
+def test_training_state_leaves_out_the_frozen_projections(toy, tmp_path):
+    """The frozen projections are rebuilt on every start, never saved; older states that hold them still load; a
+    discriminator state of another architecture is refused with the file named."""
+    root, exp = toy
+    t = Trainer(exp, tmp_path / "s", root / "data.zip", root / "init.safetensors")
+    t.step()
+    state = t.state_dict()
+    assert state["D"] and not any(k.startswith("projections.") for k in state["D"])
+    old = dict(state, D={**state["D"], **{k: v for k, v in t.D.state_dict().items() if k.startswith("projections.")}})
+    fresh = Trainer(exp, tmp_path / "s", root / "data.zip", root / "init.safetensors")
+    fresh.load_state_dict(old)
+    assert all(torch.equal(a, b) for a, b in zip(fresh.D.state_dict().values(), t.D.state_dict().values()))
+    broken = dict(state, D=dict(state["D"]))
+    broken["D"].pop(next(k for k in state["D"] if k.startswith("discriminators.")))
+    with pytest.raises(RuntimeError, match="training-state.pt: discriminator state"):
+        fresh.load_state_dict(broken)

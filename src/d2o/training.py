@@ -43,6 +43,9 @@ from d2o.r1 import lazy_adam_params, r1_penalty, sanitize_grads
 log = logging.getLogger("d2o.train")
 RESUME_EXIT_CODE = 75  # EX_TEMPFAIL: state saved, run again to continue
 STATE_FILE = "training-state.pt"
+# The projected D's frozen projections (feature networks, CCM, CSM) are rebuilt identically on every start (seeded, or
+# pretrained weights) and may be stored in bf16 (`d_precision: bf16`): the training state leaves them out.
+FROZEN_D_PREFIX = "projections."
 
 
 # ----------------------------------------------------------------------------------------------- distributed
@@ -183,6 +186,15 @@ class Trainer:
         if self.device.type == "cuda":  # NHWC convolutions (cuDNN's fast path); CPU keeps NCHW
             for m in (self.G, self.G_ema) + ((self.D,) if self.use_gan else ()):
                 m.to(memory_format=torch.channels_last)
+        if self.use_gan and self.device.type == "cuda" and exp["d_precision"] == "bf16" and hasattr(self.D, "cast_projection_weights"):
+            self.D.cast_projection_weights(torch.bfloat16)  # frozen weights cast once, not by autocast on every call
+        # torch.compile (`compile` in config): the generator, and the frozen projections of a projected D; R1 stays
+        # eager (no double backward through compiled graphs), as do the EMA copy and the CD student/teacher
+        self.G_fast = self.G
+        if exp["compile"] != "off":
+            self.G_fast = torch.compile(self.G, mode=exp["compile"])
+            if self.use_gan and hasattr(self.D, "compile_projections"):
+                self.D.compile_projections(mode=exp["compile"])
         self.g_params = [p for p in self.G.parameters() if p.requires_grad]
         self.opt_G = torch.optim.Adam(self.g_params, lr=exp["lr_g"], betas=(0.0, 0.99), eps=1e-8, **self._fused())
         self.it, self.nimg = 0, 0
@@ -197,7 +209,8 @@ class Trainer:
         s = {"it": self.it, "nimg": self.nimg, "G": self.G.state_dict(), "G_ema": self.G_ema.state_dict(),
              "opt_G": self.opt_G.state_dict()}
         if self.use_gan:
-            s.update(D=self.D.state_dict(), opt_D=self.opt_D.state_dict())
+            s.update(D={k: v for k, v in self.D.state_dict().items() if not k.startswith(FROZEN_D_PREFIX)},
+                     opt_D=self.opt_D.state_dict())
             if self.ada is not None:
                 s["ada"] = self.ada.state_dict()
         return s
@@ -208,7 +221,11 @@ class Trainer:
         self.G_ema.load_state_dict(s["G_ema"])
         self.opt_G.load_state_dict(s["opt_G"])
         if self.use_gan:
-            self.D.load_state_dict(s["D"])
+            state = {k: v for k, v in s["D"].items() if not k.startswith(FROZEN_D_PREFIX)}  # states before Nov 2026 had them
+            missing, unexpected = self.D.load_state_dict(state, strict=False)
+            if unexpected or any(not k.startswith(FROZEN_D_PREFIX) for k in missing):
+                raise RuntimeError(f"{self.run_dir / STATE_FILE}: discriminator state does not match the experiment's "
+                                   f"(missing {missing[:3]}, unexpected {unexpected[:3]}); delete the run folder to restart")
             self.opt_D.load_state_dict(s["opt_D"])
             if self.ada is not None:
                 self.ada.load_state_dict(s["ada"])
@@ -256,7 +273,7 @@ class Trainer:
 
     def _generate(self, z, c):
         with self._autocast(self.exp["precision"]):
-            return run_generator(self.G, z, c, self.sigmas).float()
+            return run_generator(self.G_fast, z, c, self.sigmas).float()
 
     def _D(self, x, c, g_aug):
         """The discriminator, behind ADA's augmentation when it is on (reals, fakes and R1 alike, as StyleGAN2-ADA)."""
@@ -264,6 +281,18 @@ class Trainer:
             x = self.augment(x, generator=g_aug)
         with self._autocast(self.exp.get("d_precision", "fp32")):
             return self.D(x, c)
+
+    def _D_pair(self, x, c, fake, c2, g_aug):
+        """`_D(x, c), _D(fake, c2)`, with the projected D's shared projection pass (`forward_pair`)."""
+        if not hasattr(self.D, "forward_pair"):
+            return self._D(x, c, g_aug), self._D(fake, c2, g_aug)
+        if self.augment is not None:
+            x, fake = self.augment(x, generator=g_aug), self.augment(fake, generator=g_aug)
+        with self._autocast(self.exp["d_precision"]):
+            return self.D.forward_pair(x, c, fake, c2)
+
+    def _eager_D(self):
+        return self.D.eager() if hasattr(self.D, "eager") else contextlib.nullcontext()
 
     def _global_rng_state(self) -> tuple:
         return torch.get_rng_state(), (torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None)
@@ -298,6 +327,8 @@ class Trainer:
         own random streams (seeded by v) and its own D BatchNorm statistics, and accumulates loss / rounds: gradients
         (after the all-reduce mean over ranks) equal those of a run on world * rounds GPUs with one round each."""
         exp, stats, R = self.exp, {}, self.rounds
+        if exp["compile"] in ("reduce-overhead", "max-autotune"):
+            torch.compiler.cudagraph_mark_step_begin()  # CUDA graphs: last iteration's graph outputs may be reused
         vs = [self.rank * R + r for r in range(R)]
         gens = [_seeded(exp["seed"], 2, v, self.it) for v in vs]
         g_augs = [_seeded(exp["seed"], 3, v, self.it, device=self.device) for v in vs]
@@ -351,7 +382,7 @@ class Trainer:
                 c2 = self._fake_labels(gens[r])
                 with torch.no_grad():
                     fake = self._generate(z2, c2)
-                lr_, lf_ = self._D(x, c, g_augs[r]), self._D(fake, c2, g_augs[r])
+                lr_, lf_ = self._D_pair(x, c, fake, c2, g_augs[r])
                 loss_d = gan_loss.discriminator_loss(lr_, lf_, exp["loss"]["kind"], exp["loss"]["aggregation"])
                 (loss_d / R).backward()
                 log("loss_D", loss_d)
@@ -369,8 +400,9 @@ class Trainer:
                 self.opt_D.zero_grad(set_to_none=True)
                 for r in self._rounds(rng_states):
                     x, c = data[r]
-                    loss_r1, sq = r1_penalty(lambda img, cc: self._D(img, cc, g_augs[r]), x, c, exp["r1_gamma"],
-                                             exp["r1_interval"])
+                    with self._eager_D():
+                        loss_r1, sq = r1_penalty(lambda img, cc: self._D(img, cc, g_augs[r]), x, c, exp["r1_gamma"],
+                                                 exp["r1_interval"])
                     (loss_r1 / R).backward()
                     log("loss_r1", loss_r1)
                     log("r1_grad_sq", sq.mean())
