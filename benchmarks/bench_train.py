@@ -76,8 +76,19 @@ def counting_ops(tr: Trainer):
                 return f(*args, **kwargs)
         return run
 
+    parts = {"generator": tr.G}  # forward operators by part, into counter.forward_by_part
+    if hasattr(tr.D, "projections"):
+        parts.update({f"projection {n}": m for n, m in tr.D.projections.items()})
+        parts.update({f"heads {n}": m for n, m in tr.D.discriminators.items()})
+    counter.forward_by_part = dict.fromkeys(parts, 0)
+
+    def hook(name, sign):
+        return lambda *_: counter.forward_by_part.__setitem__(name, counter.forward_by_part[name] + sign * sum(counter.ops.values()))
+
     opts = [o for o in (tr.opt_G, getattr(tr, "opt_D", None)) if o is not None]
     update_ema = d2o.training.ema_lib.update_ema
+    handles = [h for name, m in parts.items()
+               for h in (m.register_forward_pre_hook(hook(name, -1)), m.register_forward_hook(hook(name, +1)))]
     try:
         for o in opts:
             o.step = paused(o.step)      # instance attribute over the class method
@@ -88,6 +99,8 @@ def counting_ops(tr: Trainer):
         for o in opts:
             del o.step
         d2o.training.ema_lib.update_ema = update_ema
+        for h in handles:
+            h.remove()
 
 
 def bench(variant: str, args, tmp: Path) -> dict:
@@ -118,7 +131,7 @@ def bench(variant: str, args, tmp: Path) -> dict:
     res = {"variant": variant, "device": torch.cuda.get_device_name() if cuda else "cpu", "batch": args.batch,
            "rounds": tr.rounds, "g_precision": args.precision, "s_per_iter": round(dt, 5), "img_per_s": round(args.batch / dt, 2),
            "gflop_per_img_without_r1": round(per_img / 1e9, 1),
-           "eager_ops_per_iter_without_r1": sum(ops.ops.values()), "achieved_tflops": round(per_img * args.batch / dt / 1e12, 2),
+           "eager_ops_per_iter_without_r1": sum(ops.ops.values()), "eager_forward_ops_by_part": ops.forward_by_part, "achieved_tflops": round(per_img * args.batch / dt / 1e12, 2),
            "compile": exp["compile"], "warmup_s": round(warm_s, 1), "loss_G": float(stats["loss_G"]), "loss_D": float(stats["loss_D"])}
     if cuda:
         res["peak_mem_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)

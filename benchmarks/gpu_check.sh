@@ -3,9 +3,10 @@
 # (bf16 autocast, channels_last, fused Adam, R1 double backward); the training-iteration benchmark per D precision
 # (each variant in its own process and time limit; JSON lines and kernel profiles under $OUT); generation throughput.
 # Usage on a GPU machine from the repo root:  OUT=<folder> bash benchmarks/gpu_check.sh
-#   VARIANTS="bf16:reduce-overhead bf16" BENCH_S=200 TEST_S=90 SAMPLE=1 to change what runs; a variant is a
-#   D precision, optionally :<torch.compile mode> (compilation counts in the warm-up, so give it BENCH_S >= 200).
-#   COMPILE_TEST_S=150 (default) runs the compiled-vs-eager training test on CUDA (CUDA graphs), COMPILE_TEST_S=0 skips it.
+#   VARIANTS="bf16 bf16:reduce-overhead" TEST_S=90 COMPILE_TEST_S=120 BENCH_S=120 COMPILE_BENCH_S=240 SAMPLE=1
+#   to change what runs (the defaults' time limits add up to 570 s, inside one 600 s device call). A variant is a D
+#   precision, optionally :<torch.compile mode>; compiled variants get COMPILE_BENCH_S, as their warm-up compiles.
+#   COMPILE_TEST_S runs the compiled-vs-eager training test on CUDA (CUDA graphs); 0 skips it.
 # Missing pure-Python dependencies may be given as wheels in .whl/ (installed to /tmp/site, never system-wide).
 set -u
 OUT=${OUT:-gpu-check}; mkdir -p "$OUT"
@@ -20,12 +21,13 @@ nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.max.sm,power.limit --f
 python3 -c "import torch, timm, torchvision; print('torch', torch.__version__, 'timm', timm.__version__, 'torchvision', torchvision.__version__)"
 timeout ${TEST_S:-90} python3 -m pytest -q -p no:cacheprovider tests/test_training.py tests/test_ema.py tests/test_ada.py \
   tests/test_edm_networks.py -k "not reference and not equals_edm" >"$OUT/tests.txt" 2>&1; tail -4 "$OUT/tests.txt"
-if [ "${COMPILE_TEST_S:-150}" != 0 ]; then
-  timeout ${COMPILE_TEST_S:-150} python3 -m pytest -q -p no:cacheprovider -m slow tests/test_training.py -k compiled \
+if [ "${COMPILE_TEST_S:-120}" != 0 ]; then
+  timeout ${COMPILE_TEST_S:-120} python3 -m pytest -q -p no:cacheprovider -m slow tests/test_training.py -k compiled \
     >"$OUT/tests-compile.txt" 2>&1; tail -4 "$OUT/tests-compile.txt"
 fi
-for v in ${VARIANTS:-bf16:reduce-overhead bf16}; do
-  timeout ${BENCH_S:-200} python3 benchmarks/bench_train.py --batch 64 --variants "$v" --profile "$OUT" \
+for v in ${VARIANTS:-bf16 bf16:reduce-overhead}; do
+  case "$v" in *:*) limit=${COMPILE_BENCH_S:-240} ;; *) limit=${BENCH_S:-120} ;; esac
+  timeout "$limit" python3 benchmarks/bench_train.py --batch 64 --variants "$v" --profile "$OUT" \
     --json "$OUT/bench_train.jsonl" 2>&1 | grep -v -i -e warn -e "writing data"
 done
 [ -n "${SAMPLE:-}" ] && timeout 60 python3 benchmarks/bench_sampling.py --arch cifar10 --batch 500 2>&1 | tail -4

@@ -231,12 +231,13 @@ def test_ada_run_adapts_p_and_resumes_bitwise(toy, tmp_path):
 def test_compiled_training_matches_eager(toy, tmp_path):
     """torch.compile of G and the frozen projections (R1 eager) computes the eager iteration: from the same state,
     the statistics and the G- and D-step gradients agree to 1e-4 relative on CPU (mode default), 2e-2 on CUDA (bf16
-    autocast; mode reduce-overhead: CUDA graphs, run by benchmarks/gpu_check.sh), and the compiled run goes through
+    autocast of G and D; mode reduce-overhead: CUDA graphs; run by benchmarks/gpu_check.sh), and the compiled run goes through
     R1. Whole trajectories are not compared: Adam turns rounding differences of near-zero gradients into full-size
     updates (lr x sign), so two correct implementations drift apart within a few iterations."""
     root, exp = toy
     torch.set_num_threads(1)
     mode, rtol = ("reduce-overhead", 2e-2) if torch.cuda.is_available() else ("default", 1e-4)
+    exp = dict(exp, d_precision="bf16")                    # on CUDA: bf16 D, frozen projection weights stored bf16
     eager = Trainer(exp, tmp_path / "off", root / "data.zip", root / "init.safetensors")
     comp = Trainer(dict(exp, compile=mode), tmp_path / "on", root / "data.zip", root / "init.safetensors")
     assert eager.G_fast is eager.G and not eager.D._compiled and comp.G_fast is not comp.G and comp.D._compiled
