@@ -5,7 +5,7 @@ one power iteration per training-mode forward, as torch.nn.utils.spectral_norm (
 construction, under the same state_dict names (`weight_orig`, `weight_u`, `weight_v`; the normalised `weight` is not
 stored). What differs is execution: `prepare_weights(layers)` runs the power iterations of a whole group of layers
 (e.g. all heads of one backbone) with multi-tensor (foreach) normalisations before the group's forward, then each
-layer uses its prepared weight once. The 14 heads' layers of one backbone cost 5 small kernels each plus 6 shared,
+layer uses its prepared weight once. The 14 heads' layers of one backbone cost 5 small kernels each plus 10 shared,
 instead of 13 each: the heads of the paper's discriminator launch more kernels than its feature networks do.
 The power iterations do not depend on the activations, so doing them up front changes nothing but the launch count.
 """
@@ -52,16 +52,19 @@ def spectral_weights(layers: list[SNConv2d], power_iteration: bool) -> list[torc
     """W / sigma for each layer, differentiable w.r.t. W. With `power_iteration` (training mode) the layers' u and v
     first take one power-iteration step, in place: v = normalize(W^T u), u = normalize(W v)."""
     mats = [l.weight_orig.reshape(l.weight_orig.shape[0], -1) for l in layers]
+    us, vs = [l.weight_u for l in layers], [l.weight_v for l in layers]
     if power_iteration:
         with torch.no_grad():
-            vs = [torch.mv(m.t(), l.weight_u) for m, l in zip(mats, layers)]
-            _normalize_(vs)
-            us = [torch.mv(m, v) for m, v in zip(mats, vs)]
-            _normalize_(us)
-            torch._foreach_copy_([l.weight_v for l in layers], vs)
-            torch._foreach_copy_([l.weight_u for l in layers], us)
-    else:
-        us, vs = [l.weight_u for l in layers], [l.weight_v for l in layers]
+            # Each result is stored in the fp32 buffer before the next product reads it, as torch's `out=` does: under
+            # CUDA autocast (mv in bf16, dot promoted to fp32) sigma sees the values torch's spectral norm sees.
+            new_v = [torch.mv(m.t(), u) for m, u in zip(mats, us)]
+            _normalize_(new_v)
+            torch._foreach_copy_(vs, new_v)
+            new_u = [torch.mv(m, v) for m, v in zip(mats, vs)]
+            _normalize_(new_u)
+            torch._foreach_copy_(us, new_u)
+            # copies (x * 1, exact), as torch clones: the next power iteration must not change saved tensors
+            us, vs = torch._foreach_mul(us, 1.0), torch._foreach_mul(vs, 1.0)
     return [l.weight_orig / torch.dot(u, torch.mv(m, v)) for l, m, u, v in zip(layers, mats, us, vs)]
 
 
