@@ -189,7 +189,7 @@ class Trainer:
         if self.use_gan and self.device.type == "cuda" and exp["d_precision"] == "bf16" and hasattr(self.D, "cast_projection_weights"):
             self.D.cast_projection_weights(torch.bfloat16)  # frozen weights cast once, not by autocast on every call
         # torch.compile (`compile` in config): the generator, and the frozen projections of a projected D; R1 stays
-        # eager (no double backward through compiled graphs), as do the EMA copy and the CD student/teacher
+        # eager (no double backward through compiled graphs), as do the EMA copy, the CD teacher and LPIPS
         self.G_fast = self.G
         if exp["compile"] != "off":
             self.G_fast = torch.compile(self.G, mode=exp["compile"])
@@ -361,7 +361,7 @@ class Trainer:
             if self.use_cd:
                 from d2o.cd import cd_loss
                 z_cd = torch.randn(x.shape, generator=g).to(self.device)
-                lc = cd_loss(self.G, self.teacher, x, z_cd, c, self.lpips, g, N=exp["cd"]["N"], rho=exp["cd"]["rho"],
+                lc = cd_loss(self.G_fast, self.teacher, x, z_cd, c, self.lpips, g, N=exp["cd"]["N"], rho=exp["cd"]["rho"],
                              i_min=exp["cd"]["i_min"], resolution=exp["cd"]["lpips_resolution"])
                 loss_g = loss_g + exp["cd"]["weight"] * lc
                 log("loss_G_cd", lc)
