@@ -106,7 +106,7 @@ def counting_ops(tr: Trainer):
 def bench(variant: str, args, tmp: Path) -> dict:
     d_precision, _, compile_mode = variant.partition(":")
     exp = resolve_experiment(load_config("config/config.yaml"), args.experiment)
-    exp.update(batch=args.batch, batch_gpu=args.batch_gpu, offline=True, precision=args.precision, d_precision=d_precision,
+    exp.update(batch=args.batch, batch_gpu=args.batch_gpu, round_batch=args.round_batch, offline=True, precision=args.precision, d_precision=d_precision,
                compile=compile_mode or "off", state_minutes=1e9)
     tr = Trainer(exp, tmp / f"run-{variant}", tmp / "data.zip", tmp / "init.safetensors")
     cuda = tr.device.type == "cuda"
@@ -129,7 +129,7 @@ def bench(variant: str, args, tmp: Path) -> dict:
     sync()
     dt = (time.time() - t0) / args.iters
     res = {"variant": variant, "device": torch.cuda.get_device_name() if cuda else "cpu", "batch": args.batch,
-           "rounds": tr.rounds, "g_precision": args.precision, "s_per_iter": round(dt, 5), "img_per_s": round(args.batch / dt, 2),
+           "batch_gpu": tr.batch_gpu, "rounds": tr.rounds, "virtual_gpus_per_round": tr.group, "g_precision": args.precision, "s_per_iter": round(dt, 5), "img_per_s": round(args.batch / dt, 2),
            "gflop_per_img_without_r1": round(per_img / 1e9, 1),
            "eager_ops_per_iter_without_r1": sum(ops.ops.values()), "eager_forward_ops_by_part": ops.forward_by_part, "achieved_tflops": round(per_img * args.batch / dt / 1e12, 2),
            "compile": exp["compile"], "warmup_s": round(warm_s, 1), "loss_G": float(stats["loss_G"]), "loss_D": float(stats["loss_D"])}
@@ -155,7 +155,9 @@ def bench(variant: str, args, tmp: Path) -> dict:
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--batch-gpu", type=int, default=None, help="accumulation round size (default: the whole batch)")
+    ap.add_argument("--batch-gpu", type=int, default=None, help="virtual GPU size (default: the whole batch)")
+    ap.add_argument("--round-batch", type=int, default=None, help="samples per pass, a multiple of --batch-gpu "
+                    "(default: --batch-gpu, one virtual GPU per accumulation round)")
     ap.add_argument("--iters", type=int, default=16)
     ap.add_argument("--warmup", type=int, default=16)
     ap.add_argument("--experiment", default="cifar10-uncond-d2o")

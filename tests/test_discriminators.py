@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 from d2o.diffaug import diff_augment, rand_cutout, rand_translation
@@ -290,3 +291,30 @@ def test_forward_pair_equals_two_calls():
     for u, v in zip(two, pair):
         assert all(torch.allclose(s, t, atol=1e-6) for hs, ht in zip(u, v) for s, t in zip(hs, ht))
     assert all(torch.allclose(s, t, atol=1e-6) for s, t in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_grouped_batchnorm_equals_per_group_batchnorm():
+    """Heads' BatchNorm over groups of 3 in a batch of 6 = two separate batches of 3 (values and gradients); the
+    running statistics follow the first group; the state_dict is nn.BatchNorm2d's."""
+    from d2o.projected_discriminator import GroupedBatchNorm2d
+
+    torch.manual_seed(0)
+    bn, ref = GroupedBatchNorm2d(4).train(), nn.BatchNorm2d(4).train()
+    with torch.no_grad():
+        bn.weight.uniform_(0.5, 1.5), bn.bias.uniform_(-1, 1)
+    ref.load_state_dict(bn.state_dict())
+    ref2 = copy.deepcopy(ref)                                   # the second virtual GPU
+    assert list(bn.state_dict()) == list(ref.state_dict())
+    x, w = torch.randn(6, 4, 5, 5, requires_grad=True), torch.randn(6, 4, 5, 5)
+    bn.group = 3
+    y, y_ref = bn(x), torch.cat([ref(x[:3]), ref2(x[3:])])
+    torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-5)
+    gx, gw = torch.autograd.grad((y * w).sum(), [x, bn.weight])
+    rx, rw, rw2 = torch.autograd.grad((y_ref * w).sum(), [x, ref.weight, ref2.weight])
+    torch.testing.assert_close(gx, rx, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(gw, rw + rw2, rtol=1e-4, atol=1e-5)
+    for k in ("running_mean", "running_var", "num_batches_tracked"):
+        assert torch.equal(bn.state_dict()[k], ref.state_dict()[k])
+    bn.group = 4
+    with pytest.raises(ValueError, match="batch 6 is not a multiple of the BatchNorm group 4"):
+        bn(x)

@@ -172,6 +172,28 @@ def test_accumulation_rounds_equal_a_two_gpu_iteration(toy, tmp_path, monkeypatc
         assert any(not torch.equal(b0, b1) for b0, b1 in zip(g0, g1))   # the two ranks did see different data
 
 
+@pytest.mark.parametrize("aggregation", ["sample_sum", "mean"])
+def test_round_batch_passes_equal_separate_rounds(toy, tmp_path, aggregation):
+    """round_batch: 4 virtual GPUs of 2 samples in 2 passes of 4 (grouped BatchNorm in D's heads) apply the gradients
+    of 4 separate rounds (G, D and R1 steps), for both loss aggregations; invalid sizes are refused."""
+    root, exp = toy
+    exp = dict(exp, batch_gpu=2, loss=dict(exp["loss"], aggregation=aggregation))
+    args = (root / "data.zip", root / "init.safetensors")
+    four = Trainer(exp, tmp_path / "four", *args)
+    two = Trainer(dict(exp, round_batch=4), tmp_path / "two", *args)
+    assert (four.virtual, four.group, four.rounds) == (4, 1, 4) and (two.virtual, two.group, two.rounds) == (4, 2, 2)
+    a, b = _step_grads(four, exp["r1_interval"]), _step_grads(two, exp["r1_interval"])
+    assert len(a) == len(b) == 3                       # G step, D step, lazy R1 step
+    for ga, gb in zip(a, b):
+        for x, y in zip(ga, gb):
+            torch.testing.assert_close(y, x, rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="round_batch 3 must be a multiple of batch_gpu 2"):
+        Trainer(dict(exp, round_batch=3), tmp_path / "c", *args)
+    with pytest.raises(ValueError, match="needs the projected discriminator"):
+        Trainer(dict(exp, round_batch=4, discriminator=dict(exp["discriminator"], type="stylegan2", channel_max=32)),
+                tmp_path / "d", *args)
+
+
 @pytest.mark.slow
 def test_two_process_ddp_on_cpu(toy, tmp_path):
     """The multi-GPU code path (torchrun, per-rank batch slices, gradient all-reduce) on CPU with gloo."""

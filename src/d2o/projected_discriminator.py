@@ -92,11 +92,35 @@ class Projection(nn.Module):
 # ---------------------------------------------------------------------------------------------------------------
 # Trainable mini-discriminators (spec §3.3-3.4).
 
+class GroupedBatchNorm2d(nn.BatchNorm2d):
+    """nn.BatchNorm2d (same state_dict) whose training-mode batch statistics can be taken over consecutive groups of
+    `group` samples, as if each group were on its own GPU (PG/D2O use per-GPU BatchNorm, not SyncBN). With
+    `group` None or equal to the batch it is nn.BatchNorm2d. The running statistics follow the first group alone
+    (they are never used in training: D runs in training mode throughout)."""
+
+    group: int | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, ch, h, w = x.shape
+        g = self.group
+        if not self.training or g is None or g == n:
+            return super().forward(x)
+        if n % g:
+            raise ValueError(f"d2o.projected_discriminator: batch {n} is not a multiple of the BatchNorm group {g}")
+        k = n // g
+        with torch.no_grad():
+            super().forward(x[:g])  # running statistics and num_batches_tracked, from the first group
+        # (k groups x g samples, C) -> (g samples, k*C "channels"): one batch_norm call normalises each group apart
+        xr = x.reshape(k, g, ch, h, w).transpose(0, 1).reshape(g, k * ch, h, w)
+        y = F.batch_norm(xr, None, None, self.weight.repeat(k), self.bias.repeat(k), True, 0.0, self.eps)
+        return y.reshape(g, k, ch, h, w).transpose(0, 1).reshape(n, ch, h, w)
+
+
 class DownBlock(nn.Sequential):
     """Spectral-norm 4x4 stride-2 conv (bias) + BatchNorm2d (batch statistics in train mode) + LeakyReLU 0.2."""
 
     def __init__(self, cin: int, cout: int):
-        super().__init__(SNConv2d(cin, cout, 4, 2, 1, bias=True), nn.BatchNorm2d(cout), nn.LeakyReLU(0.2))
+        super().__init__(SNConv2d(cin, cout, 4, 2, 1, bias=True), GroupedBatchNorm2d(cout), nn.LeakyReLU(0.2))
 
 
 class FullyConnectedLayer(nn.Module):
@@ -260,6 +284,12 @@ class ProjectedDiscriminator(nn.Module):
             self.load_class_embedding(embed_weights)
         self._compiled: dict = {}   # torch.compile'd projections, outside the module tree (state_dict unchanged)
         self._use_compiled = True
+
+    def set_batchnorm_group(self, group: int | None) -> None:
+        """Take the heads' BatchNorm statistics over consecutive groups of `group` samples (one virtual GPU each)."""
+        for m in self.discriminators.modules():
+            if isinstance(m, GroupedBatchNorm2d):
+                m.group = group
 
     def compile_projections(self, **compile_kwargs) -> None:
         """Use torch.compile'd projections in `forward` (kwargs go to torch.compile, e.g. mode="reduce-overhead").

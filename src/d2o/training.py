@@ -11,8 +11,10 @@ exits with RESUME_EXIT_CODE so the scheduler retries and the next attempt contin
 and restarted ends bitwise-identical to an uninterrupted one (CPU, deterministic mode).
 
 Multi-GPU: launched by `torchrun --standalone --nproc_per_node=<gpus>`; gradients of the trainable parameters are
-averaged across ranks. With `batch_gpu` below batch / gpus, each rank runs several accumulation rounds, each one a
-virtual GPU (its data slice, random streams and D buffers), so any GPU count computes the same iteration.
+averaged across ranks. With `batch_gpu` below batch / gpus, each rank runs several virtual GPUs (each its data
+slice, random streams and D buffers), so any GPU count computes the same iteration: one accumulation round each, or,
+with `round_batch`, several per forward/backward pass (D's heads keep their BatchNorm statistics apart), which
+launches proportionally fewer kernels per image.
 """
 
 from __future__ import annotations
@@ -133,7 +135,13 @@ class Trainer:
         if exp["batch"] % (self.world * self.batch_gpu):
             raise ValueError(f"batch {exp['batch']} is not divisible by {self.world} GPUs x batch_gpu {self.batch_gpu}; "
                              f"change experiments.{exp['name']}.batch, batch_gpu or resources.gpus")
-        self.rounds = exp["batch"] // (self.world * self.batch_gpu)  # gradient-accumulation rounds per iteration
+        self.virtual = exp["batch"] // (self.world * self.batch_gpu)  # virtual GPUs per rank
+        round_batch = exp.get("round_batch") or self.batch_gpu
+        if round_batch % self.batch_gpu or (self.virtual * self.batch_gpu) % round_batch:
+            raise ValueError(f"round_batch {round_batch} must be a multiple of batch_gpu {self.batch_gpu} and divide the "
+                             f"{self.virtual * self.batch_gpu} samples per GPU; change experiments.{exp['name']}.round_batch")
+        self.group = round_batch // self.batch_gpu      # virtual GPUs per forward/backward pass
+        self.rounds = self.virtual // self.group         # gradient-accumulation rounds (passes) per iteration
         if exp.get("deterministic"):
             torch.use_deterministic_algorithms(True, warn_only=True)
         tf32 = exp.get("d_precision") == "tf32"  # the authors disable TF32; `tf32` enables it wherever fp32 runs
@@ -167,6 +175,11 @@ class Trainer:
                 dcfg["weights"] = d["init"]
             torch.manual_seed(exp["seed"])  # the frozen random projections: identical on every rank and every resume
             self.D = build_discriminator(dcfg, res, self.label_dim, pretrained=not exp["offline"]).to(self.device).train()
+            if self.group > 1:  # several virtual GPUs per pass: their D batch statistics are kept apart
+                if not hasattr(self.D, "set_batchnorm_group"):
+                    raise ValueError(f"round_batch > batch_gpu needs the projected discriminator (the {d['type']!r} "
+                                     f"discriminator couples samples in other ways); remove experiments.{exp['name']}.round_batch")
+                self.D.set_batchnorm_group(self.batch_gpu)
             d_params = self.D.trainable_parameters() if hasattr(self.D, "trainable_parameters") else [p for p in self.D.parameters() if p.requires_grad]
             self.d_params = list(d_params)
             lr_d, betas_d = exp["lr_d"], (0.0, 0.99)
@@ -252,8 +265,9 @@ class Trainer:
 
     # ---- one iteration
     def _batch(self, global_idx: torch.Tensor, v: int):
-        """Virtual rank v's slice of this iteration's global batch, on the device, in [-1, 1]."""
-        idx = global_idx[v * self.batch_gpu:(v + 1) * self.batch_gpu]
+        """The slice of this iteration's global batch of the virtual ranks v, ..., v + group - 1 (one round), on the
+        device, in [-1, 1]."""
+        idx = global_idx[v * self.batch_gpu:(v + self.group) * self.batch_gpu]
         x = torch.from_numpy(self.images[idx.numpy()]).to(self.device).permute(0, 3, 1, 2).float() / 127.5 - 1
         # NHWC storage is channels_last already (cuDNN's fast path); CPU convolutions get NCHW
         x = x.contiguous(memory_format=torch.channels_last if self.device.type == "cuda" else torch.contiguous_format)
@@ -262,10 +276,14 @@ class Trainer:
             c = torch.nn.functional.one_hot(self.labels[idx], self.label_dim).float().to(self.device)
         return x, c
 
-    def _fake_labels(self, g: torch.Generator):
+    def _noise(self, gens: list[torch.Generator], shape) -> torch.Tensor:
+        """One round's N(0, 1) draws of `shape` per sample: batch_gpu rows from each virtual rank's stream."""
+        return _cat([torch.randn((self.batch_gpu, *shape), generator=g) for g in gens]).to(self.device)
+
+    def _fake_labels(self, gens: list[torch.Generator]):
         if not self.label_dim:
             return None
-        idx = torch.randint(len(self.labels), (self.batch_gpu,), generator=g)
+        idx = _cat([torch.randint(len(self.labels), (self.batch_gpu,), generator=g) for g in gens])
         return torch.nn.functional.one_hot(self.labels[idx], self.label_dim).float().to(self.device)
 
     def _autocast(self, precision: str):
@@ -275,21 +293,30 @@ class Trainer:
         with self._autocast(self.exp["precision"]):
             return run_generator(self.G_fast, z, c, self.sigmas).float()
 
-    def _D(self, x, c, g_aug):
+    def _augment(self, x, g_augs):
+        """ADA's augmentation (when on) of one round: each virtual rank's samples from its own stream."""
+        if self.augment is None:
+            return x
+        return _cat([self.augment(xv, generator=g) for xv, g in zip(x.split(self.batch_gpu), g_augs)])
+
+    def _D(self, x, c, g_augs):
         """The discriminator, behind ADA's augmentation when it is on (reals, fakes and R1 alike, as StyleGAN2-ADA)."""
-        if self.augment is not None:
-            x = self.augment(x, generator=g_aug)
+        x = self._augment(x, g_augs)
         with self._autocast(self.exp.get("d_precision", "fp32")):
             return self.D(x, c)
 
-    def _D_pair(self, x, c, fake, c2, g_aug):
+    def _D_pair(self, x, c, fake, c2, g_augs):
         """`_D(x, c), _D(fake, c2)`, with the projected D's shared projection pass (`forward_pair`)."""
         if not hasattr(self.D, "forward_pair"):
-            return self._D(x, c, g_aug), self._D(fake, c2, g_aug)
-        if self.augment is not None:
-            x, fake = self.augment(x, generator=g_aug), self.augment(fake, generator=g_aug)
+            return self._D(x, c, g_augs), self._D(fake, c2, g_augs)
+        x, fake = self._augment(x, g_augs), self._augment(fake, g_augs)
         with self._autocast(self.exp["d_precision"]):
             return self.D.forward_pair(x, c, fake, c2)
+
+    def _per_gpu(self, loss: torch.Tensor) -> torch.Tensor:
+        """A round's GAN loss as the mean over its virtual GPUs: the authors' per-sample sum grows with the samples of
+        the pass, so it is divided by the virtual GPUs in it; batch means (`mean`, R1, CD) already are that mean."""
+        return loss / self.group if self.group > 1 and self.exp["loss"]["aggregation"] == "sample_sum" else loss
 
     def _eager_D(self):
         return self.D.eager() if hasattr(self.D, "eager") else contextlib.nullcontext()
@@ -298,13 +325,14 @@ class Trainer:
         return torch.get_rng_state(), (torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None)
 
     def _rounds(self, rng_states: list):
-        """Yield the accumulation rounds r as virtual ranks (a no-op for one round): the global RNG of virtual rank r
-        is swapped in, and D's buffers (BatchNorm statistics, spectral-norm vectors) start every round from their
-        value at the start of the phase, as on separate GPUs; rank 0's (round 0's) values are kept afterwards."""
+        """Yield the accumulation rounds r (a no-op for one round): round r's global RNG state is swapped in, and D's
+        buffers (BatchNorm statistics, spectral-norm vectors) start every round from their value at the start of the
+        phase, as on separate GPUs; round 0's values (virtual rank 0's) are kept afterwards."""
         if self.rounds == 1:
             yield 0
             return
-        bufs = list(self.D.buffers()) if self.use_gan else []
+        # buffers of D's training-mode modules (the frozen projections are in eval mode: theirs never change)
+        bufs = [b for m in self.D.modules() if m.training for b in m.buffers(recurse=False)] if self.use_gan else []
         start = [b.clone() for b in bufs]
         for r, (cpu_state, cuda_state) in enumerate(rng_states):
             torch.set_rng_state(cpu_state)
@@ -323,22 +351,26 @@ class Trainer:
     def step(self) -> dict[str, torch.Tensor]:
         """One iteration; returns its statistics as detached 0-dim tensors (no host sync: read them when logging).
 
-        Rank k runs `rounds` virtual ranks v = k * rounds + r, each with its batch_gpu slice of the global batch, its
-        own random streams (seeded by v) and its own D BatchNorm statistics, and accumulates loss / rounds: gradients
-        (after the all-reduce mean over ranks) equal those of a run on world * rounds GPUs with one round each."""
-        exp, stats, R = self.exp, {}, self.rounds
+        Rank k runs `virtual` virtual ranks v = k * virtual + i, each with its batch_gpu slice of the global batch, its
+        own random streams (seeded by v) and its own D BatchNorm statistics, in `rounds` passes of `group` virtual
+        ranks each, and accumulates loss / rounds: gradients (after the all-reduce mean over ranks) equal those of a
+        run on world * virtual GPUs with one round each. With group > 1 the draws made inside D and the losses
+        (DiffAugment, CD's noise levels) come from the stream of the pass's first virtual rank."""
+        exp, stats, R, K = self.exp, {}, self.rounds, self.group
         if exp["compile"] in ("reduce-overhead", "max-autotune"):
             torch.compiler.cudagraph_mark_step_begin()  # CUDA graphs: last iteration's graph outputs may be reused
-        vs = [self.rank * R + r for r in range(R)]
+        vs = [self.rank * self.virtual + i for i in range(self.virtual)]
         gens = [_seeded(exp["seed"], 2, v, self.it) for v in vs]
         g_augs = [_seeded(exp["seed"], 3, v, self.it, device=self.device) for v in vs]
+        seeds = [int(torch.randint(2**62, (1,), generator=g)) for g in gens]
         rng_states = []
-        for g in gens:  # DiffAugment and any other global draw: one stream per virtual rank
-            torch.manual_seed(int(torch.randint(2**62, (1,), generator=g)))
+        for r in range(R):  # DiffAugment and any other global draw: one stream per round
+            torch.manual_seed(seeds[r * K])
             if R > 1:
                 rng_states.append(self._global_rng_state())
+        gens, g_augs = [gens[r * K:(r + 1) * K] for r in range(R)], [g_augs[r * K:(r + 1) * K] for r in range(R)]
         global_idx = self.sampler.batch(self.it, exp["batch"])
-        data = [self._batch(global_idx, v) for v in vs]  # each round's reals, loaded once for the G, D and R1 steps
+        data = [self._batch(global_idx, vs[r * K]) for r in range(R)]  # each round's reals, for the G, D and R1 steps
 
         def log(key, value):  # per-round values, averaged over the rounds
             stats[key] = stats.get(key, 0) + value.detach() / R
@@ -349,19 +381,19 @@ class Trainer:
             self.D.requires_grad_(False)
         for r in self._rounds(rng_states):
             x, c = data[r]
-            g = gens[r]
-            z = torch.randn((self.batch_gpu, *x.shape[1:]), generator=g).to(self.device)
-            cz = self._fake_labels(g)
+            z = self._noise(gens[r], x.shape[1:])
+            cz = self._fake_labels(gens[r])
             loss_g = torch.zeros((), device=self.device)
             if self.use_gan:
                 fake = self._generate(z, cz)
-                loss_gan = gan_loss.generator_loss(self._D(fake, cz, g_augs[r]), exp["loss"]["kind"], exp["loss"]["aggregation"])
+                loss_gan = self._per_gpu(gan_loss.generator_loss(self._D(fake, cz, g_augs[r]), exp["loss"]["kind"],
+                                                                 exp["loss"]["aggregation"]))
                 loss_g = loss_g + loss_gan
                 log("loss_G_gan", loss_gan)
             if self.use_cd:
                 from d2o.cd import cd_loss
-                z_cd = torch.randn(x.shape, generator=g).to(self.device)
-                lc = cd_loss(self.G_fast, self.teacher, x, z_cd, c, self.lpips, g, N=exp["cd"]["N"], rho=exp["cd"]["rho"],
+                z_cd = self._noise(gens[r], x.shape[1:])
+                lc = cd_loss(self.G_fast, self.teacher, x, z_cd, c, self.lpips, gens[r][0], N=exp["cd"]["N"], rho=exp["cd"]["rho"],
                              i_min=exp["cd"]["i_min"], resolution=exp["cd"]["lpips_resolution"])
                 loss_g = loss_g + exp["cd"]["weight"] * lc
                 log("loss_G_cd", lc)
@@ -378,12 +410,12 @@ class Trainer:
             self.opt_D.zero_grad(set_to_none=True)
             for r in self._rounds(rng_states):
                 x, c = data[r]
-                z2 = torch.randn((self.batch_gpu, *x.shape[1:]), generator=gens[r]).to(self.device)
+                z2 = self._noise(gens[r], x.shape[1:])
                 c2 = self._fake_labels(gens[r])
                 with torch.no_grad():
                     fake = self._generate(z2, c2)
                 lr_, lf_ = self._D_pair(x, c, fake, c2, g_augs[r])
-                loss_d = gan_loss.discriminator_loss(lr_, lf_, exp["loss"]["kind"], exp["loss"]["aggregation"])
+                loss_d = self._per_gpu(gan_loss.discriminator_loss(lr_, lf_, exp["loss"]["kind"], exp["loss"]["aggregation"]))
                 (loss_d / R).backward()
                 log("loss_D", loss_d)
                 log("logits_real", _mean_logit(lr_))
@@ -486,6 +518,10 @@ class Trainer:
                    "offline": self.exp["offline"], "label": self.exp["label"], "world_size": self.world,
                    "config": self.exp}
         atomic_write_json(output.with_name("train.json"), summary)
+
+
+def _cat(tensors: list[torch.Tensor]) -> torch.Tensor:
+    return tensors[0] if len(tensors) == 1 else torch.cat(tensors)
 
 
 def _mean_logit(logits) -> torch.Tensor:
