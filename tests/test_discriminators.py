@@ -318,3 +318,13 @@ def test_grouped_batchnorm_equals_per_group_batchnorm():
     bn.group = 4
     with pytest.raises(ValueError, match="batch 6 is not a multiple of the BatchNorm group 4"):
         bn(x)
+
+
+def test_grouped_batchnorm_keeps_channels_last():
+    from d2o.projected_discriminator import GroupedBatchNorm2d
+
+    bn = GroupedBatchNorm2d(4).train()
+    bn.group = 2
+    x = torch.randn(4, 4, 3, 3)
+    y, y_cl = bn(x), bn(x.contiguous(memory_format=torch.channels_last))
+    assert y_cl.is_contiguous(memory_format=torch.channels_last) and torch.allclose(y, y_cl, atol=1e-6)

@@ -113,7 +113,8 @@ class GroupedBatchNorm2d(nn.BatchNorm2d):
         # (k groups x g samples, C) -> (g samples, k*C "channels"): one batch_norm call normalises each group apart
         xr = x.reshape(k, g, ch, h, w).transpose(0, 1).reshape(g, k * ch, h, w)
         y = F.batch_norm(xr, None, None, self.weight.repeat(k), self.bias.repeat(k), True, 0.0, self.eps)
-        return y.reshape(g, k, ch, h, w).transpose(0, 1).reshape(n, ch, h, w)
+        y = y.reshape(g, k, ch, h, w).transpose(0, 1).reshape(n, ch, h, w)
+        return y.contiguous(memory_format=torch.channels_last) if x.is_contiguous(memory_format=torch.channels_last) else y
 
 
 class DownBlock(nn.Sequential):
