@@ -102,3 +102,13 @@ def test_missing_file():
 def test_snapshot_schedule(paper):
     ks = snapshot_kimgs(resolve_experiment(paper, "cifar10-uncond-d2o"))
     assert ks[:3] == [200, 250, 500] and ks[-1] == 5000 and len(ks) == 21
+
+
+def test_compile_off_unquoted_is_accepted():
+    """YAML reads `compile: off` as False; both spellings validate (the Trainer treats both as eager)."""
+    cfg = load_config("config/demo.yaml")
+    cfg["experiments"]["demo-d2o"]["compile"] = yaml.safe_load("compile: off")["compile"]
+    validate(cfg)
+    cfg["experiments"]["demo-d2o"]["compile"] = "fast"
+    with pytest.raises(ConfigError, match="experiments.demo-d2o.compile"):
+        validate(cfg)

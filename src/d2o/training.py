@@ -204,7 +204,7 @@ class Trainer:
         # torch.compile (`compile` in config): the generator, and the frozen projections of a projected D; R1 stays
         # eager (no double backward through compiled graphs), as do the EMA copy, the CD teacher and LPIPS
         self.G_fast = self.G
-        if exp["compile"] != "off":
+        if exp["compile"] not in ("off", False):  # an unquoted `off` in YAML is False
             self.G_fast = torch.compile(self.G, mode=exp["compile"])
             if self.use_gan and hasattr(self.D, "compile_projections"):
                 self.D.compile_projections(mode=exp["compile"])
