@@ -7,6 +7,8 @@
 #   to change what runs (the defaults' time limits add up to 570 s, inside one 600 s device call). A variant is a D
 #   precision, optionally :<torch.compile mode>; compiled variants get COMPILE_BENCH_S, as their warm-up compiles.
 #   COMPILE_TEST_S runs the compiled-vs-eager training test on CUDA (CUDA graphs); 0 skips it.
+#   BATCH=64 BATCH_GPU= ROUND_BATCH= set the benchmark's per-GPU batch, virtual GPU size and samples per pass (e.g.
+#   BATCH_GPU=32 for the registry's paper split: 2 rounds; add ROUND_BATCH=64 for one pass of 2 virtual GPUs).
 # Missing pure-Python dependencies may be given as wheels in .whl/ (installed to /tmp/site, never system-wide).
 set -u
 OUT=${OUT:-gpu-check}; mkdir -p "$OUT"
@@ -27,7 +29,8 @@ if [ "${COMPILE_TEST_S:-120}" != 0 ]; then
 fi
 for v in ${VARIANTS:-bf16 bf16:reduce-overhead}; do
   case "$v" in *:*) limit=${COMPILE_BENCH_S:-240} ;; *) limit=${BENCH_S:-120} ;; esac
-  timeout "$limit" python3 benchmarks/bench_train.py --batch 64 --variants "$v" --profile "$OUT" \
+  timeout "$limit" python3 benchmarks/bench_train.py --batch ${BATCH:-64} ${BATCH_GPU:+--batch-gpu $BATCH_GPU} \
+    ${ROUND_BATCH:+--round-batch $ROUND_BATCH} --variants "$v" --profile "$OUT" \
     --json "$OUT/bench_train.jsonl" 2>&1 | grep -v -i -e warn -e "writing data"
 done
 [ -n "${SAMPLE:-}" ] && timeout 60 python3 benchmarks/bench_sampling.py --arch cifar10 --batch 500 2>&1 | tail -4
