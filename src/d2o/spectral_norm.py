@@ -5,8 +5,9 @@ one power iteration per training-mode forward, as torch.nn.utils.spectral_norm (
 construction, under the same state_dict names (`weight_orig`, `weight_u`, `weight_v`; the normalised `weight` is not
 stored). What differs is execution: `prepare_weights(layers)` runs the power iterations of a whole group of layers
 (e.g. all heads of one backbone) with multi-tensor (foreach) normalisations before the group's forward, then each
-layer uses its prepared weight once. The 14 heads' layers of one backbone cost 5 small kernels each plus 10 shared,
-instead of 13 each: the heads of the paper's discriminator launch more kernels than its feature networks do.
+layer uses its prepared weight once. The 14 heads' layers of one backbone cost 7 small kernels each plus 8 shared
+on CUDA, instead of 13 each (the divisions by the norms stay one kernel per vector: foreach fast paths need equal
+shapes); before, the heads of the paper's discriminator launched more kernels than its feature networks did.
 The power iterations do not depend on the activations, so doing them up front changes nothing but the launch count.
 """
 
