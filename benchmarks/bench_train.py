@@ -17,13 +17,12 @@ mode of the experiment key `compile` after a colon: bf16:default, bf16:reduce-ov
 Warm-up then includes the compilation.
 """
 import argparse
+import contextlib
 import json
 import tempfile
 import time
-from pathlib import Path
-
-import contextlib
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -77,13 +76,15 @@ def counting_ops(tr: Trainer):
         return run
 
     parts = {"generator": tr.G}  # forward operators by part, into counter.forward_by_part
-    if hasattr(tr.D, "projections"):
+    if hasattr(getattr(tr, "D", None), "projections"):
         parts.update({f"projection {n}": m for n, m in tr.D.projections.items()})
         parts.update({f"heads {n}": m for n, m in tr.D.discriminators.items()})
     counter.forward_by_part = dict.fromkeys(parts, 0)
 
-    def hook(name, sign):
-        return lambda *_: counter.forward_by_part.__setitem__(name, counter.forward_by_part[name] + sign * sum(counter.ops.values()))
+    def hook(name, sign):  # minus the running count before the part's forward, plus it after
+        def add(*_):
+            counter.forward_by_part[name] += sign * sum(counter.ops.values())
+        return add
 
     opts = [o for o in (tr.opt_G, getattr(tr, "opt_D", None)) if o is not None]
     update_ema = d2o.training.ema_lib.update_ema

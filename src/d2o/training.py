@@ -302,7 +302,7 @@ class Trainer:
     def _D(self, x, c, g_augs):
         """The discriminator, behind ADA's augmentation when it is on (reals, fakes and R1 alike, as StyleGAN2-ADA)."""
         x = self._augment(x, g_augs)
-        with self._autocast(self.exp.get("d_precision", "fp32")):
+        with self._autocast(self.exp["d_precision"]):
             return self.D(x, c)
 
     def _D_pair(self, x, c, fake, c2, g_augs):
