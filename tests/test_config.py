@@ -69,6 +69,23 @@ def test_per_gpu_batch_is_the_papers_and_must_divide(paper):
         validate(cfg, "x.yaml")
 
 
+def test_round_batch_is_checked_at_config_time():
+    """round_batch groups whole virtual GPUs of one GPU; a bad value names the key and the valid choices."""
+    def with_run(**keys):
+        cfg = raw(PAPER)
+        cfg["experiments"]["x"] = {"extends": "cifar10-uncond-d2o", **keys}
+        return cfg
+
+    cfg = validate(with_run(round_batch=128, resources={"gpus": 2, "hours": 6}), "x.yaml")
+    assert resolve_experiment(cfg, "x")["round_batch"] == 128
+    with pytest.raises(ConfigError, match=r"x.yaml: experiments\.x\.round_batch: 48 must be a multiple of batch_gpu "
+                                          r"\(32\) that divides the 128 samples per GPU .*choose one of 32, 64, 128$"):
+        validate(with_run(round_batch=48, resources={"gpus": 2, "hours": 6}), "x.yaml")
+    with pytest.raises(ConfigError, match=r"experiments\.x\.round_batch: several virtual GPUs per pass need the projected "
+                                          r"discriminator \(discriminator.type is 'vgg16'\)"):
+        validate(with_run(round_batch=64, resources={"gpus": 2, "hours": 6}, discriminator={"type": "vgg16"}), "x.yaml")
+
+
 def test_missing_top_level_key():
     cfg = raw(DEMO)
     del cfg["paths"]

@@ -142,16 +142,33 @@ def resolve_experiment(config: dict, name: str, source: str = "config") -> dict:
             raise unknown_name_error("experiment", other, experiments, f"{source}: experiments.{name}.eval.compare_with")
     if resolved["conditional"] and config["datasets"][dataset]["label_dim"] == 0:
         raise ConfigError(f"{source}: experiments.{name}.conditional: dataset '{dataset}' has no labels (label_dim 0); set conditional: false")
-    if resolved["kind"] == "train" and resolved.get("batch_gpu"):
-        gpus, bg = max(resolved["resources"]["gpus"], 1), resolved["batch_gpu"]
-        if resolved["batch"] % (gpus * bg):
-            raise ConfigError(f"{source}: experiments.{name}.batch_gpu: batch {resolved['batch']} is not a multiple of "
-                              f"resources.gpus ({gpus}) x batch_gpu ({bg}); choose GPUs and batch_gpu whose product divides it")
+    if resolved["kind"] == "train":
+        _check_batch_split(resolved, f"{source}: experiments.{name}")
     resolved["name"] = name
     resolved["label_dim"] = config["datasets"][dataset]["label_dim"] if resolved["conditional"] else 0
     resolved["offline"] = config["offline"]
     resolved["label"] = config["label"]
     return resolved
+
+
+def _check_batch_split(exp: dict, where: str) -> None:
+    """batch = GPUs x virtual GPUs x batch_gpu, and round_batch groups whole virtual GPUs of one GPU (d2o.training)."""
+    gpus, batch = max(exp["resources"]["gpus"], 1), exp["batch"]
+    bg = exp.get("batch_gpu")
+    if bg and batch % (gpus * bg):
+        raise ConfigError(f"{where}.batch_gpu: batch {batch} is not a multiple of resources.gpus ({gpus}) x batch_gpu "
+                          f"({bg}); choose GPUs and batch_gpu whose product divides it")
+    rb = exp.get("round_batch")
+    if not rb:
+        return
+    bg = bg or batch // gpus
+    if rb % bg or (batch // gpus) % rb:
+        raise ConfigError(f"{where}.round_batch: {rb} must be a multiple of batch_gpu ({bg}) that divides the "
+                          f"{batch // gpus} samples per GPU (batch {batch} / resources.gpus {gpus}); choose one of "
+                          f"{', '.join(str(k * bg) for k in range(1, batch // gpus // bg + 1) if (batch // gpus) % (k * bg) == 0)}")
+    if rb > bg and exp["method"] != "cd" and exp["discriminator"]["type"] != "projected":
+        raise ConfigError(f"{where}.round_batch: several virtual GPUs per pass need the projected discriminator "
+                          f"(discriminator.type is {exp['discriminator']['type']!r}); remove round_batch")
 
 
 def snapshot_kimgs(exp: dict) -> list[int]:
