@@ -14,7 +14,9 @@ holds exactly N/16 R1 steps, the paper's amortisation.
                                                                                       # paper's 4-GPU CIFAR-10 runs)
 A variant is a D precision: fp32 (the authors': G bf16, D fp32, TF32 off), tf32, bf16, optionally with a torch.compile
 mode of the experiment key `compile` after a colon: bf16:default, bf16:reduce-overhead (CUDA graphs), fp32:max-autotune.
-Warm-up then includes the compilation.
+Warm-up then includes the compilation. A trailing @nchw keeps the generator in NCHW on CUDA (bf16@nchw): the Trainer
+makes every network channels_last there, but CUDA's group_norm copies channels_last inputs to NCHW (and autocast runs
+it in fp32), so each of NCSN++'s GroupNorms costs layout copies both ways; this variant measures the alternative.
 """
 import argparse
 import contextlib
@@ -105,12 +107,17 @@ def counting_ops(tr: Trainer):
 
 
 def bench(variant: str, args, tmp: Path) -> dict:
-    d_precision, _, compile_mode = variant.partition(":")
+    variant_, _, g_format = variant.partition("@")
+    d_precision, _, compile_mode = variant_.partition(":")
+    if g_format not in ("", "nchw"):
+        raise SystemExit(f"variant {variant!r}: the only generator format suffix is @nchw")
     exp = resolve_experiment(load_config("config/config.yaml"), args.experiment)
     exp.update(batch=args.batch, batch_gpu=args.batch_gpu, round_batch=args.round_batch, offline=True, precision=args.precision, d_precision=d_precision,
                compile=compile_mode or "off", state_minutes=1e9)
     tr = Trainer(exp, tmp / f"run-{variant}", tmp / "data.zip", tmp / "init.safetensors")
     cuda = tr.device.type == "cuda"
+    if g_format == "nchw":  # before the first step: fused Adam's state is created then, in the parameters' format
+        tr.G.to(memory_format=torch.contiguous_format)
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     G_fast, tr.G_fast = tr.G_fast, tr.G  # iteration 0 (G step + D step, no R1) eager: the counters cannot see compiled code
     with tr._eager_D(), FlopCounterMode(display=False) as fc, counting_ops(tr) as ops:
@@ -133,7 +140,7 @@ def bench(variant: str, args, tmp: Path) -> dict:
            "batch_gpu": tr.batch_gpu, "rounds": tr.rounds, "virtual_gpus_per_round": tr.group, "g_precision": args.precision, "s_per_iter": round(dt, 5), "img_per_s": round(args.batch / dt, 2),
            "gflop_per_img_without_r1": round(per_img / 1e9, 1),
            "eager_ops_per_iter_without_r1": sum(ops.ops.values()), "eager_forward_ops_by_part": ops.forward_by_part, "achieved_tflops": round(per_img * args.batch / dt / 1e12, 2),
-           "compile": exp["compile"], "warmup_s": round(warm_s, 1), "loss_G": float(stats["loss_G"]), "loss_D": float(stats["loss_D"])}
+           "compile": exp["compile"], "g_memory_format": g_format or ("channels_last" if cuda else "nchw"), "warmup_s": round(warm_s, 1), "loss_G": float(stats["loss_G"]), "loss_D": float(stats["loss_D"])}
     if cuda:
         res["peak_mem_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
     if args.profile:
@@ -146,7 +153,7 @@ def bench(variant: str, args, tmp: Path) -> dict:
         key = "cuda_time_total" if cuda else "cpu_time_total"
         table = prof.key_averages().table(sort_by=key, row_limit=40)
         Path(args.profile).mkdir(parents=True, exist_ok=True)
-        (Path(args.profile) / f"profile-{variant.replace(':', '-')}.txt").write_text(table)
+        (Path(args.profile) / f"profile-{variant.replace(':', '-').replace('@', '-')}.txt").write_text(table)
     del tr
     if cuda:
         torch.cuda.empty_cache()
@@ -163,7 +170,7 @@ def main():
     ap.add_argument("--warmup", type=int, default=16)
     ap.add_argument("--experiment", default="cifar10-uncond-d2o")
     ap.add_argument("--precision", default="bf16", help="generator precision")
-    ap.add_argument("--variants", default="fp32", help="comma-separated D precisions (fp32, tf32, bf16), each optionally :<compile mode>")
+    ap.add_argument("--variants", default="fp32", help="comma-separated D precisions (fp32, tf32, bf16), each optionally :<compile mode> and @nchw")
     ap.add_argument("--profile", default=None, help="folder for a torch.profiler table per variant")
     ap.add_argument("--json", default=None, help="append one JSON line per variant here")
     args = ap.parse_args()
