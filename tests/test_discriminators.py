@@ -44,6 +44,28 @@ def test_real_backbone_taps_at_224():
     assert [tuple(t.shape[1:]) for t in eff] == [(24, 56, 56), (40, 28, 28), (112, 14, 14), (320, 7, 7)]
 
 
+@pytest.mark.parametrize("name", ["vgg16_bn", "tf_efficientnet_lite0"])
+def test_feature_networks_copy_no_activations_when_the_image_needs_a_gradient(name):
+    """The G step backpropagates through the frozen networks to the image: no op may copy an activation first (timm's
+    in-place ReLU6 did, once per block)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Copies(TorchDispatchMode):
+        n = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.n += func.overloadpacket in (torch.ops.aten.clone, torch.ops.aten.copy_)
+            return func(*args, **(kwargs or {}))
+
+    net = build_feature_network(name, pretrained=False)
+    x = torch.randn(1, 3, 64, 64, requires_grad=True)
+    with Copies() as copies:
+        outs = net(x)
+    assert copies.n == 0
+    sum(o.sum() for o in outs).backward()
+    assert x.grad.abs().sum() > 0
+
+
 def test_cifar_discriminator_logit_maps(cifar_d):
     D = cifar_d
     assert [[h.num_down for h in D.discriminators[n].heads] for n in D.backbones] == [[4, 3, 2, 1]] * 2
