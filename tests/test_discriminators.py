@@ -270,30 +270,38 @@ def test_bf16_projection_weights_are_bitwise_what_autocast_computes():
     assert all(torch.equal(a, b) for a, b in zip(la, lb)) and torch.equal(ga, gb)
 
 
-def test_compiled_projections_match_eager_and_eager_block_restores():
+def test_compiled_networks_match_eager_and_eager_block_restores():
+    """compile_networks: compiled projections and heads compute the eager values, gradients and buffer updates (the
+    heads' spectral-norm vectors and BatchNorm statistics); `eager()` switches back; state_dict keys are unchanged."""
     torch.manual_seed(0)
     D = ProjectedDiscriminator(["tiny"], img_resolution=16, pretrained=False).train()
+    ref = copy.deepcopy(D)
     keys = list(D.state_dict())
     x = torch.rand(4, 3, 16, 16) * 2 - 1
-    with torch.no_grad():
-        eager = D.projections["tiny"](D.preprocess(x, "tiny"))
-    D.compile_projections()
+    D.compile_networks()
     assert list(D.state_dict()) == keys                                 # compiled graphs are not submodules
     calls = []
-    D._compiled["tiny"] = lambda h, f=D._compiled["tiny"]: calls.append(1) or f(h)
+    for key in list(D._compiled):
+        D._compiled[key] = lambda *a, f=D._compiled[key], k=key: calls.append(k) or f(*a)
     with torch.no_grad():
-        compiled = D._compiled["tiny"](D.preprocess(x, "tiny"))
         D(x)
         with D.eager():
             D(x)
         D(x)
-    assert len(calls) == 3                                              # 1 direct + 2 forwards outside eager()
-    assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-5) for a, b in zip(eager, compiled))
+    assert calls == [("projection", "tiny"), ("heads", "tiny")] * 2    # 2 forwards outside eager()
+    with torch.no_grad():
+        ref(x), ref(x), ref(x)
+    for (k, a), b in zip(ref.state_dict().items(), D.state_dict().values()):  # same buffer updates
+        assert torch.allclose(a.float(), b.float(), rtol=1e-4, atol=1e-6), k
+    assert all(m._prepared is None for m in D.modules() if hasattr(m, "_prepared"))  # no weight left behind
     grads = []                                                          # the G step's path: gradient w.r.t. the image
-    for project in (D.projections["tiny"], D._compiled["tiny"]):
-        h = D.preprocess(x, "tiny").requires_grad_(True)
-        grads.append(torch.autograd.grad(sum(f.square().sum() for f in project(h)), h)[0])
-    assert torch.allclose(*grads, rtol=1e-4, atol=1e-6)
+    for net in (ref, D):
+        h = x.clone().requires_grad_(True)
+        logits = net(h)
+        grads.append(torch.autograd.grad(sum(t.sum() for heads in logits for t in heads), [h, *net.trainable_parameters()]))
+    assert torch.allclose(grads[0][0], grads[1][0], rtol=1e-4, atol=1e-4 * grads[0][0].abs().max())
+    ga, gb = (torch.cat([g.flatten() for g in gs[1:]]) for gs in grads)  # heads' biases before BatchNorm: ~0 +- rounding
+    assert (ga - gb).norm() <= 1e-4 * ga.norm()
 
 
 def test_forward_pair_equals_two_calls():

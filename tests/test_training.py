@@ -251,7 +251,7 @@ def test_ada_run_adapts_p_and_resumes_bitwise(toy, tmp_path):
 
 @pytest.mark.slow
 def test_compiled_training_matches_eager(toy, tmp_path):
-    """torch.compile of G and the frozen projections (R1 eager) computes the eager iteration: from the same state,
+    """torch.compile of G and of D's frozen projections and trainable heads (R1 eager) computes the eager iteration: from the same state,
     the statistics and the G- and D-step gradients agree to 1e-4 relative on CPU (mode default), 2e-2 on CUDA (bf16
     autocast of G and D; mode reduce-overhead: CUDA graphs; run by benchmarks/gpu_check.sh), and the compiled run goes through
     R1. Whole trajectories are not compared: Adam turns rounding differences of near-zero gradients into full-size

@@ -283,7 +283,7 @@ class ProjectedDiscriminator(nn.Module):
             self.register_buffer(f"std_{name}", std, persistent=False)
         if embed_weights is not None and label_dim:
             self.load_class_embedding(embed_weights)
-        self._compiled: dict = {}   # torch.compile'd projections, outside the module tree (state_dict unchanged)
+        self._compiled: dict = {}   # torch.compile'd projections and heads, outside the module tree (state_dict unchanged)
         self._use_compiled = True
 
     def set_batchnorm_group(self, group: int | None) -> None:
@@ -292,16 +292,22 @@ class ProjectedDiscriminator(nn.Module):
             if isinstance(m, GroupedBatchNorm2d):
                 m.group = group
 
-    def compile_projections(self, **compile_kwargs) -> None:
-        """Use torch.compile'd projections in `forward` (kwargs go to torch.compile, e.g. mode="reduce-overhead").
+    def compile_networks(self, **compile_kwargs) -> None:
+        """Use torch.compile'd projections and heads in `forward` and `forward_pair` (kwargs go to torch.compile, e.g.
+        mode="reduce-overhead"). The heads' spectral-norm power iterations and BatchNorm statistics update their
+        buffers inside the compiled graphs, as in eager.
 
         The compiled graphs support forward and backward but not a double backward: run R1 inside `eager()`."""
         compile_kwargs.setdefault("dynamic", False)  # batch B in the G step, 2B in forward_pair: two static graphs
-        self._compiled = {name: torch.compile(proj, **compile_kwargs) for name, proj in self.projections.items()}
+        self._compiled = {("projection", name): torch.compile(self.projections[name], **compile_kwargs)
+                          for name in self.backbones}
+        self._compiled.update({("heads", name): torch.compile(self.discriminators[name], **compile_kwargs)
+                               for name in self.backbones})
 
     @contextlib.contextmanager
     def eager(self):
-        """Within this block `forward` runs the eager projections (same parameters) even when compiled ones exist."""
+        """Within this block `forward` runs the eager projections and heads (same parameters) even when compiled ones
+        exist."""
         saved, self._use_compiled = self._use_compiled, False
         try:
             yield self
@@ -362,13 +368,15 @@ class ProjectedDiscriminator(nn.Module):
             raise ValueError(f"d2o.projected_discriminator: expected one-hot labels of shape "
                              f"({x.shape[0]}, {self.label_dim}), got {None if c is None else tuple(c.shape)}")
 
-    def _project(self, x: torch.Tensor, name: str) -> list[torch.Tensor]:
-        project = self._compiled[name] if self._compiled and self._use_compiled else self.projections[name]
-        return project(x)
+    def _part(self, kind: str, name: str) -> nn.Module:
+        """The projection or the heads of backbone `name`: the compiled ones, if any, outside `eager()`."""
+        if self._compiled and self._use_compiled:
+            return self._compiled[kind, name]
+        return self.projections[name] if kind == "projection" else self.discriminators[name]
 
     def forward(self, x: torch.Tensor, c: torch.Tensor | None = None) -> list[list[torch.Tensor]]:
         self._check_labels(x, c)
-        return [self.discriminators[name](self._project(self.preprocess(x, name), name), c if self.label_dim else None)
+        return [self._part("heads", name)(self._part("projection", name)(self.preprocess(x, name)), c if self.label_dim else None)
                 for name in self.backbones]
 
     def forward_pair(self, x: torch.Tensor, c: torch.Tensor | None, y: torch.Tensor, cy: torch.Tensor | None):
@@ -382,8 +390,8 @@ class ProjectedDiscriminator(nn.Module):
         py = [self.preprocess(y, name) for name in self.backbones]
         lx, ly = [], []
         for name, a, b in zip(self.backbones, px, py):
-            feats = self._project(torch.cat([a, b]), name)
-            heads = self.discriminators[name]
+            feats = self._part("projection", name)(torch.cat([a, b]))
+            heads = self._part("heads", name)
             lx.append(heads([f[:len(a)] for f in feats], c if self.label_dim else None))
             ly.append(heads([f[len(a):] for f in feats], cy if self.label_dim else None))
         return lx, ly

@@ -201,13 +201,14 @@ class Trainer:
                 m.to(memory_format=torch.channels_last)
         if self.use_gan and self.device.type == "cuda" and exp["d_precision"] == "bf16" and hasattr(self.D, "cast_projection_weights"):
             self.D.cast_projection_weights(torch.bfloat16)  # frozen weights cast once, not by autocast on every call
-        # torch.compile (`compile` in config): the generator, and the frozen projections of a projected D; R1 stays
-        # eager (no double backward through compiled graphs), as do the EMA copy, the CD teacher and LPIPS
+        # torch.compile (`compile` in config): the generator, and the frozen projections and trainable heads of a
+        # projected D; R1 stays eager (no double backward through compiled graphs), as do the EMA copy, the CD teacher
+        # and LPIPS
         self.G_fast = self.G
         if exp["compile"] not in ("off", False):  # an unquoted `off` in YAML is False
             self.G_fast = torch.compile(self.G, mode=exp["compile"])
-            if self.use_gan and hasattr(self.D, "compile_projections"):
-                self.D.compile_projections(mode=exp["compile"])
+            if self.use_gan and hasattr(self.D, "compile_networks"):
+                self.D.compile_networks(mode=exp["compile"])
         self.g_params = [p for p in self.G.parameters() if p.requires_grad]
         self.opt_G = torch.optim.Adam(self.g_params, lr=exp["lr_g"], betas=(0.0, 0.99), eps=1e-8, **self._fused())
         self.it, self.nimg = 0, 0
