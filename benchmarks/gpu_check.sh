@@ -5,7 +5,9 @@
 # Usage on a GPU machine from the repo root:  OUT=<folder> bash benchmarks/gpu_check.sh
 #   VARIANTS="bf16 bf16:reduce-overhead" TEST_S=90 COMPILE_TEST_S=120 BENCH_S=120 COMPILE_BENCH_S=240 SAMPLE=1
 #   to change what runs (the defaults' time limits add up to 570 s, inside one 600 s device call). A variant is a D
-#   precision, optionally :<torch.compile mode>; compiled variants get COMPILE_BENCH_S, as their warm-up compiles.
+#   precision, optionally :<torch.compile mode> and @nchw (generator kept NCHW: CUDA's group_norm copies
+#   channels_last inputs); compiled variants get COMPILE_BENCH_S, as their warm-up compiles.
+#   A second call, if device time is left: TEST_S=0 COMPILE_TEST_S=0 VARIANTS="bf16@nchw" OUT=<folder> bash ...
 #   COMPILE_TEST_S runs the compiled-vs-eager training test on CUDA (CUDA graphs); 0 skips it.
 #   BATCH=64 BATCH_GPU= ROUND_BATCH= set the benchmark's per-GPU batch, virtual GPU size and samples per pass (e.g.
 #   BATCH_GPU=32 for the registry's paper split: 2 rounds; add ROUND_BATCH=64 for one pass of 2 virtual GPUs).
