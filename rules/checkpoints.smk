@@ -1,5 +1,6 @@
-# EDM checkpoints: verified download (submit host), then one conversion into the project's safetensors format;
-# or, in the offline demo, a tiny EDM pre-trained with EDM's loss. Downstream rules read only the converted file.
+# Checkpoints: verified download (submit host), then one conversion into the project's safetensors format (an EDM
+# generator, or the Table 1 row's StyleGAN2-ADA discriminator); or, in the offline demo, a tiny EDM pre-trained with
+# EDM's loss. Downstream rules read only the converted file.
 
 
 rule download_checkpoint:
@@ -25,6 +26,8 @@ rule convert_checkpoint:
         ancient(f"{S}/checkpoints/{{download_ckpt}}.pkl"),
     output:
         f"{R}/checkpoints/{{download_ckpt}}.safetensors",
+    params:
+        kind=lambda wc: config["checkpoints"][wc.download_ckpt]["kind"],
     localrule: True
     log:
         f"{L}/convert_checkpoint/{{download_ckpt}}.log",

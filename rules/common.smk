@@ -103,9 +103,16 @@ def dataset_download_url(wildcards):
 
 def train_inputs(wildcards):
     e = exp(wildcards, "train_experiment")
-    return {"config": f"{R}/{wildcards.train_experiment}/config.json",
-            "dataset": ancient(dataset_zip(e["dataset"])),
-            "init": ancient(checkpoint_model(e["init"]))}
+    inputs = {"config": f"{R}/{wildcards.train_experiment}/config.json",
+              "dataset": ancient(dataset_zip(e["dataset"])),
+              "init": ancient(checkpoint_model(e["init"]))}
+    if e["discriminator"].get("init"):  # a GAN-pretrained discriminator (Table 1)
+        inputs["d_init"] = ancient(checkpoint_model(e["discriminator"]["init"]))
+    return inputs
+
+
+def d_init_arg(wildcards, input):
+    return f"--d-init {input.d_init}" if "d_init" in input.keys() else ""
 
 
 def sample_inputs(wildcards):

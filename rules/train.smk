@@ -29,6 +29,7 @@ rule train:
         launcher=launcher,
         script=f"{SCRIPTS}/train.py",
         omp=train_omp_threads,
+        d_init=d_init_arg,
     threads: train_threads
     resources:
         gpu=train_gpus,
@@ -44,5 +45,5 @@ rule train:
         "../envs/gpu.yaml"
     shell:
         "OMP_NUM_THREADS={params.omp} {params.launcher} {params.script} --config {input.config} "
-        "--dataset {input.dataset} --init {input.init} --run-dir {params.run_dir} --output {output.model} "
+        "--dataset {input.dataset} --init {input.init} {params.d_init} --run-dir {params.run_dir} --output {output.model} "
         "--snapshots {output.snapshots} >> {log} 2>&1"

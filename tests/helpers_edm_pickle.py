@@ -154,6 +154,26 @@ def write_edm_pickle(path, net_class_name: str, init_kwargs: dict, state_dict: d
     return path
 
 
+def write_stylegan2ada_pickle(path, D: torch.nn.Module, D_init_kwargs: dict, state_dict: dict | None = None,
+                              protocol: int = 4) -> Path:
+    """Write a training pickle in stylegan2-ada-pytorch's format [SG2-ADA:training/training_loop.py]: `dict(G=...,
+    D=..., G_ema=..., augment_pipe=..., training_set_kwargs=...)` with `D` = `D`'s module tree (our
+    StyleGAN2Discriminator uses StyleGAN2-ADA's module and tensor names) as persistent objects, pickled with
+    `D_init_kwargs` (StyleGAN2-ADA's argument names, e.g. c_dim, epilogue_kwargs). G and G_ema are small stand-in
+    persistent objects (the converter never reads them)."""
+    tensors = dict(state_dict if state_dict is not None else D.state_dict())
+    kwargs = {k: EasyDict(v) if isinstance(v, dict) else v for k, v in D_init_kwargs.items()}
+    d = to_persistent(D, "Discriminator", kwargs, tensors)
+    g = to_persistent(torch.nn.Linear(2, 2), "Generator", dict(z_dim=2), dict(torch.nn.Linear(2, 2).state_dict()))
+    data = dict(G=g, D=d, G_ema=g, augment_pipe=None,
+                training_set_kwargs=EasyDict(class_name="training.dataset.ImageFolderDataset", path="cifar10.zip",
+                                             use_labels=True, max_size=50000, xflip=False, resolution=32))
+    path = Path(path)
+    with open(path, "wb") as f:
+        EDMPickler(f, protocol=protocol).dump(data)
+    return path
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Optional evidence: a snapshot written by EDM's own code (needs a local EDM checkout; nothing of EDM is committed).
 

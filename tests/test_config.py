@@ -86,6 +86,26 @@ def test_round_batch_is_checked_at_config_time():
         validate(with_run(round_batch=64, resources={"gpus": 2, "hours": 6}, discriminator={"type": "vgg16"}), "x.yaml")
 
 
+def test_checkpoint_kinds_are_checked():
+    """discriminator.init names a StyleGAN2-ADA discriminator checkpoint, generator init an EDM one; errors name the key."""
+    assert resolve_experiment(validate(raw(PAPER), "x.yaml"), "cifar10-uncond-d-sg2-pretrained")["discriminator"]["init"] \
+        == "stylegan2ada-cifar10"
+    cases = [({"extends": "cifar10-uncond-d-sg2-scratch", "discriminator": {"init": "edm-cifar10-uncond"}},
+              r"experiments\.x\.discriminator\.init: checkpoint 'edm-cifar10-uncond' is of kind 'edm', this key needs "
+              r"kind 'stylegan2ada-discriminator'; choose one of stylegan2ada-cifar10"),
+             ({"extends": "cifar10-uncond-d2o", "init": "stylegan2ada-cifar10"},
+              r"experiments\.x\.init: checkpoint 'stylegan2ada-cifar10' is of kind 'stylegan2ada-discriminator'"),
+             ({"extends": "cifar10-uncond-d2o", "discriminator": {"init": "stylegan2ada-cifar10"}},
+              r"experiments\.x\.discriminator\.init: only a stylegan2 discriminator starts from a checkpoint"),
+             ({"extends": "cifar10-uncond-d-sg2-scratch", "discriminator": {"init": "sg2"}},
+              r"experiments\.x\.discriminator\.init: unknown checkpoint 'sg2'")]
+    for keys, message in cases:
+        cfg = raw(PAPER)
+        cfg["experiments"]["x"] = keys
+        with pytest.raises(ConfigError, match=message):
+            validate(cfg, "x.yaml")
+
+
 def test_missing_top_level_key():
     cfg = raw(DEMO)
     del cfg["paths"]

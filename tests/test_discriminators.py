@@ -10,7 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from d2o.diffaug import diff_augment, rand_cutout, rand_translation
-from d2o.discriminators import build_discriminator, minibatch_std
+from d2o.discriminators import StyleGAN2Discriminator, build_discriminator, minibatch_std
 from d2o.feature_networks import build_feature_network
 from d2o.projected_discriminator import MiniDiscriminator, ProjectedDiscriminator
 from d2o.r1 import lazy_adam_params, r1_penalty, sanitize_grads
@@ -164,6 +164,98 @@ def test_stylegan2_loads_state_dict(tmp_path):
     b = build_discriminator({"type": "stylegan2", "weights": str(path)}, 8, 0)
     x = torch.randn(4, 3, 8, 8)
     torch.testing.assert_close(a(x)[0][0], b(x)[0][0])
+
+
+def _stylegan2ada_fixture(tmp_path, label_dim=3, **overrides):
+    """A StyleGAN2-ADA-format training pickle whose D (CIFAR-10 configuration, shrunk) has random weights and biases."""
+    from helpers_edm_pickle import write_stylegan2ada_pickle
+
+    torch.manual_seed(0)
+    D = StyleGAN2Discriminator(8, label_dim=label_dim, channel_base=256, channel_max=32, conv_clamp=256,
+                               mbstd_group_size=2, architecture="orig", mapping_layers=2)
+    with torch.no_grad():
+        for p in D.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    kwargs = dict(c_dim=label_dim, img_resolution=8, img_channels=3, architecture="orig", channel_base=256,
+                  channel_max=32, num_fp16_res=4, conv_clamp=256, block_kwargs={"freeze_layers": 0},
+                  mapping_kwargs={"num_layers": 2}, epilogue_kwargs={"mbstd_group_size": 2})
+    kwargs.update(overrides)
+    return D, write_stylegan2ada_pickle(tmp_path / "sg2ada.pkl", D, kwargs)
+
+
+def test_stylegan2ada_checkpoint_converts_and_loads(tmp_path):
+    """Table 1 'StyleGAN2 (Pre-trained)': StyleGAN2-ADA's D is read without running code from the pickle, converted,
+    and computes the same logits; an unconditional experiment drops the label mapping and re-initialises b4.out."""
+    from d2o.discriminators import convert_stylegan2ada_discriminator, load_stylegan2_checkpoint
+
+    D, pkl = _stylegan2ada_fixture(tmp_path)
+    dst = convert_stylegan2ada_discriminator(pkl, tmp_path / "d.safetensors", extra={"sha256": "x"})
+    x, c = torch.randn(4, 3, 8, 8), F.one_hot(torch.tensor([0, 2, 1, 2]), 3).float()
+    cond = load_stylegan2_checkpoint(dst, 8, 3, channel_max=32)
+    assert cond.reinitialised == [] and cond.d2o_extra["source_init_kwargs"]["num_fp16_res"] == 4
+    assert torch.equal(cond(x, c)[0][0], D(x, c)[0][0])
+    uncond = load_stylegan2_checkpoint(dst, 8, 0)
+    assert uncond.reinitialised == ["b4.out.bias", "b4.out.weight"] and not hasattr(uncond, "mapping")
+    kept = {k: v for k, v in D.state_dict().items() if not k.startswith(("mapping.", "b4.out."))}
+    assert all(torch.equal(uncond.state_dict()[k], v) for k, v in kept.items())
+    assert uncond(x)[0][0].shape == (4, 1)
+    built = build_discriminator({"type": "stylegan2", "channel_max": 32, "checkpoint": str(dst)}, 8, 0)
+    assert built.reinitialised == uncond.reinitialised
+    with pytest.raises(ValueError, match=r"d.safetensors: the checkpoint's discriminator has channel_max=32, the "
+                                         r"experiment 512; change discriminator.channel_max"):
+        build_discriminator({"type": "stylegan2", "channel_max": 512, "checkpoint": str(dst)}, 8, 0)
+    with pytest.raises(ValueError, match="img_resolution=8, the experiment 16"):
+        load_stylegan2_checkpoint(dst, 16, 0)
+    with pytest.raises(ValueError, match="has 3 classes, the experiment 10"):
+        load_stylegan2_checkpoint(dst, 8, 10)
+
+
+@pytest.mark.parametrize("name", ["cifar_like", "resnet"])
+def test_stylegan2ada_checkpoint_computes_stylegan2adas_logits(tmp_path, name):
+    """Against StyleGAN2-ADA's own Discriminator (tests/fixtures/stylegan2ada_reference, made by running its code):
+    same state_dict names and shapes, and the same logits after a pickle in its format goes through the converter."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    from d2o.discriminators import _stylegan2ada_kwargs, convert_stylegan2ada_discriminator, load_stylegan2_checkpoint
+    from helpers_edm_pickle import write_stylegan2ada_pickle
+
+    folder = Path(__file__).parent / "fixtures" / "stylegan2ada_reference"
+    spec = importlib.util.spec_from_file_location("sg2ada_reference_maker", folder / "make_reference.py")
+    maker = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(maker)
+    fx = np.load(folder / f"{name}.npz")
+    sg2ada_kwargs = json.loads(str(fx["config"]))
+    assert sg2ada_kwargs == maker.CONFIGS[name], "CONFIGS changed since the fixture was made: rerun make_reference.py"
+    ours = maker.deterministic_init(StyleGAN2Discriminator(**_stylegan2ada_kwargs(sg2ada_kwargs, name)))
+    sd = ours.state_dict()
+    assert sorted(sd) == list(fx["sd_names"]) and [list(sd[k].shape) for k in sorted(sd)] == json.loads(str(fx["sd_shapes"]))
+    pkl = write_stylegan2ada_pickle(tmp_path / "D.pkl", ours, sg2ada_kwargs)
+    D = load_stylegan2_checkpoint(convert_stylegan2ada_discriminator(pkl, tmp_path / "D.safetensors"), 16,
+                                  sg2ada_kwargs["c_dim"])
+    x, c = torch.from_numpy(fx["x"]), torch.from_numpy(fx["c"]) if sg2ada_kwargs["c_dim"] else None
+    with torch.no_grad():
+        logits = D(x, c)[0][0]
+    ref = torch.from_numpy(fx["logits"])
+    assert (logits - ref).abs().max() <= 1e-5 * ref.abs().max()
+
+
+def test_stylegan2ada_checkpoint_refuses_what_it_does_not_model(tmp_path):
+    from d2o.discriminators import convert_stylegan2ada_discriminator
+    from d2o.edm.persistence import EDMPickleError
+    from helpers_edm_pickle import write_edm_pickle
+
+    _, pkl = _stylegan2ada_fixture(tmp_path, epilogue_kwargs={"mbstd_group_size": None})
+    with pytest.raises(ValueError, match=r"sg2ada.pkl: D: minibatch-std over the entire minibatch"):
+        convert_stylegan2ada_discriminator(pkl, tmp_path / "d.safetensors")
+    _, pkl = _stylegan2ada_fixture(tmp_path, block_kwargs={"activation": "relu"})
+    with pytest.raises(ValueError, match=r"activation='relu' \(only 'lrelu'\)"):
+        convert_stylegan2ada_discriminator(pkl, tmp_path / "d.safetensors")
+    edm = write_edm_pickle(tmp_path / "edm.pkl", "Linear", {}, torch.nn.Linear(2, 2).state_dict(), module=torch.nn.Linear(2, 2))
+    with pytest.raises(EDMPickleError, match=r"edm.pkl: no StyleGAN2-ADA discriminator under key 'D'"):
+        convert_stylegan2ada_discriminator(edm, tmp_path / "d.safetensors")
+    assert not (tmp_path / "d.safetensors").exists()
 
 
 def test_stylegan2_downsampling_and_mbstd():

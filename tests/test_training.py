@@ -233,6 +233,39 @@ def test_multistep_generator_trains(toy, tmp_path):
     assert generator_sigmas(4) == pytest.approx([80.0, 17.5278, 2.5152, 0.1698], abs=1e-4)   # spec §7 grid
 
 
+def test_pretrained_stylegan2_discriminator_run(toy, tmp_path):
+    """Table 1 'StyleGAN2 (Pre-trained)': D starts from a converted StyleGAN2-ADA checkpoint (here a class-conditional
+    one in its pickle format, for the unconditional toy run: label mapping dropped, b4.out fresh), trains, records
+    where it came from, and resumes bitwise."""
+    from d2o.discriminators import StyleGAN2Discriminator, convert_stylegan2ada_discriminator
+    from helpers_edm_pickle import write_stylegan2ada_pickle
+
+    root, exp = toy
+    torch.manual_seed(1)
+    src = StyleGAN2Discriminator(16, label_dim=4, channel_base=256, channel_max=32, conv_clamp=256, mbstd_group_size=8,
+                                 architecture="orig")
+    kwargs = dict(c_dim=4, img_resolution=16, img_channels=3, architecture="orig", channel_base=256, channel_max=32,
+                  num_fp16_res=4, conv_clamp=256, epilogue_kwargs={"mbstd_group_size": 8})
+    ckpt = convert_stylegan2ada_discriminator(write_stylegan2ada_pickle(tmp_path / "sg2.pkl", src, kwargs),
+                                              tmp_path / "sg2.safetensors")
+    exp = dict(exp, discriminator=dict(exp["discriminator"], type="stylegan2", channel_max=32, ada_target=0.6,
+                                       init="sg2ada-toy"), r1_gamma=0.01, duration_mimg=8 * 6 / 1e6)
+    with pytest.raises(ValueError, match="discriminator.init is 'sg2ada-toy' but no converted checkpoint was given"):
+        Trainer(exp, tmp_path / "x", root / "data.zip", root / "init.safetensors")
+    t = Trainer(exp, tmp_path / "a", root / "data.zip", root / "init.safetensors", d_init_path=ckpt)
+    start = {k: v.clone() for k, v in t.D.state_dict().items()}
+    assert all(torch.equal(start[k], v) for k, v in src.state_dict().items() if not k.startswith(("mapping.", "b4.out.")))
+    assert t.run(tmp_path / "a" / "model.safetensors", [1]) == 0
+    assert not torch.equal(t.D.b16.conv0.weight, start["b16.conv0.weight"])          # D trains from the checkpoint
+    summary = json.loads((tmp_path / "a" / "train.json").read_text())["discriminator_init"]
+    assert summary["checkpoint"] == "sg2ada-toy" and summary["reinitialised"] == ["b4.out.bias", "b4.out.weight"]
+    assert summary["source"]["source_init_kwargs"]["architecture"] == "orig"
+    args = (root / "data.zip", root / "init.safetensors")
+    Trainer(exp, tmp_path / "b", *args, d_init_path=ckpt).run(tmp_path / "b" / "model.safetensors", [1], stop_after_iters=3)
+    Trainer(exp, tmp_path / "b", *args, d_init_path=ckpt).run(tmp_path / "b" / "model.safetensors", [1])
+    assert _digest(tmp_path / "a" / "model.safetensors") == _digest(tmp_path / "b" / "model.safetensors")
+
+
 def test_ada_run_adapts_p_and_resumes_bitwise(toy, tmp_path):
     """Table 1 rows: StyleGAN2 discriminator behind ADA; p moves with the real-logit signs and survives a resume."""
     root, exp = toy

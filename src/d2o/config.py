@@ -96,6 +96,9 @@ def validate(config: dict, source: str = "config") -> dict:
     for ck, spec in config["checkpoints"].items():
         if spec["dataset"] not in config["datasets"]:
             raise unknown_name_error("dataset", spec["dataset"], config["datasets"], f"{source}: checkpoints.{ck}.dataset")
+        if "pretrain" in spec and spec["kind"] != "edm":
+            raise ConfigError(f"{source}: checkpoints.{ck}: only kind 'edm' can be pre-trained here (kind is "
+                              f"'{spec['kind']}'); give a url instead")
     return config
 
 
@@ -131,12 +134,23 @@ def resolve_experiment(config: dict, name: str, source: str = "config") -> dict:
         base = {k: v for k, v in base.items() if k in ("eval", "resources", "conditional")}
     resolved = deep_merge(base, merged)
     _check(resolved, EXPERIMENT_SCHEMA, source, prefix=f"experiments.{name}")
-    for ck_key in ("init",):
-        if resolved.get(ck_key) and resolved[ck_key] not in config["checkpoints"]:
-            raise unknown_name_error("checkpoint", resolved[ck_key], config["checkpoints"], f"{source}: experiments.{name}.{ck_key}")
-    if resolved["kind"] == "edm_sampler" and resolved["sampler"]["checkpoint"] not in config["checkpoints"]:
-        raise unknown_name_error("checkpoint", resolved["sampler"]["checkpoint"], config["checkpoints"],
-                                 f"{source}: experiments.{name}.sampler.checkpoint")
+    checkpoint_refs = [("init", resolved.get("init"), "edm")]
+    if resolved["kind"] == "edm_sampler":
+        checkpoint_refs.append(("sampler.checkpoint", resolved["sampler"]["checkpoint"], "edm"))
+    if resolved["kind"] == "train" and resolved["discriminator"].get("init"):
+        if resolved["discriminator"]["type"] != "stylegan2":
+            raise ConfigError(f"{source}: experiments.{name}.discriminator.init: only a stylegan2 discriminator starts from "
+                              f"a checkpoint (type is {resolved['discriminator']['type']!r}); remove init or set type: stylegan2")
+        checkpoint_refs.append(("discriminator.init", resolved["discriminator"]["init"], "stylegan2ada-discriminator"))
+    for key, ck, kind in checkpoint_refs:
+        if not ck:
+            continue
+        if ck not in config["checkpoints"]:
+            raise unknown_name_error("checkpoint", ck, config["checkpoints"], f"{source}: experiments.{name}.{key}")
+        if config["checkpoints"][ck].get("kind", "edm") != kind:
+            raise ConfigError(f"{source}: experiments.{name}.{key}: checkpoint '{ck}' is of kind "
+                              f"'{config['checkpoints'][ck].get('kind', 'edm')}', this key needs kind '{kind}'; choose one of "
+                              f"{', '.join(sorted(n for n, c in config['checkpoints'].items() if c.get('kind', 'edm') == kind))}")
     for other in resolved["eval"]["compare_with"]:
         if other not in experiments:
             raise unknown_name_error("experiment", other, experiments, f"{source}: experiments.{name}.eval.compare_with")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -180,23 +181,29 @@ class Conv2dLayer(nn.Module):
         return x
 
 
-class DiscriminatorBlock(nn.Module):
-    """Resnet block: [fromrgb 1x1 at the first block], conv0 3x3, conv1 3x3 down 2, skip 1x1 down 2; each branch
-    scaled by sqrt(0.5) and summed."""
+STYLEGAN2_ARCHITECTURES = ("resnet", "orig")
 
-    def __init__(self, cin, tmp, cout, img_channels=3, conv_clamp=None):
+
+class DiscriminatorBlock(nn.Module):
+    """[fromrgb 1x1 at the first block], conv0 3x3, conv1 3x3 down 2. 'resnet' adds a skip 1x1 down 2 and scales
+    both branches by sqrt(0.5) before summing them; 'orig' has no skip (StyleGAN2-ADA's CIFAR-10 configuration)."""
+
+    def __init__(self, cin, tmp, cout, img_channels=3, conv_clamp=None, architecture="resnet"):
         super().__init__()
-        self.cin = cin
+        self.cin, self.architecture = cin, architecture
         self.register_buffer("resample_filter", _setup_filter())
         if cin == 0:
             self.fromrgb = Conv2dLayer(img_channels, tmp, 1, activation="lrelu", conv_clamp=conv_clamp)
         self.conv0 = Conv2dLayer(tmp, tmp, 3, activation="lrelu", conv_clamp=conv_clamp)
         self.conv1 = Conv2dLayer(tmp, cout, 3, activation="lrelu", down=2, conv_clamp=conv_clamp)
-        self.skip = Conv2dLayer(tmp, cout, 1, bias=False, down=2)
+        if architecture == "resnet":
+            self.skip = Conv2dLayer(tmp, cout, 1, bias=False, down=2)
 
     def forward(self, x, img):
         if self.cin == 0:
             x = self.fromrgb(img)
+        if self.architecture == "orig":
+            return self.conv1(self.conv0(x))
         y = self.skip(x, gain=np.sqrt(0.5))
         return y + self.conv1(self.conv0(x), gain=np.sqrt(0.5))
 
@@ -254,36 +261,41 @@ class MappingNetwork(nn.Module):
 
 
 class StyleGAN2Discriminator(nn.Module):
-    """StyleGAN2 resnet discriminator (Table 1 "StyleGAN2" rows; D2O's unused training/network_d.py `Discriminator`).
+    """StyleGAN2 discriminator (Table 1 "StyleGAN2" rows; D2O's unused training/network_d.py `Discriminator`).
 
     From the release (spec §3.6): resnet architecture, channel_base 32768, channel_max 512 (512 channels at every
     level for 32 px), blocks from img_resolution down to 8, 4x4 epilogue with minibatch std (group 4, 1 channel),
     conditioning by a mapping network to cmap_dim = channels at 4x4 and a projection logit. FP16 and the
     custom CUDA ops are not used here (same math in float32); conv_clamp defaults to None as in that class.
-    Parameter names follow StyleGAN2-ADA (`b32.conv0.weight`, `b4.fc.weight`, `mapping.fc0.weight`, ...), so a
-    state_dict of an official StyleGAN2-ADA discriminator of the same shape loads with `weights=<path>`
-    ('pre-trained' row). Unverified: which pre-trained StyleGAN2 checkpoint the paper used (none is released).
-    Output: [[(B, 1)]].
+    Parameter names follow StyleGAN2-ADA (`b32.conv0.weight`, `b4.fc.weight`, `mapping.fc0.weight`, ...).
+    `architecture='orig'` (no residual skips) and the other keyword arguments cover the discriminator of
+    StyleGAN2-ADA's CIFAR-10 checkpoint, which `convert_stylegan2ada_discriminator` reads for the 'pre-trained' row;
+    `weights=<path>` loads a plain state_dict of the same shape. Output: [[(B, 1)]].
     """
 
     def __init__(self, img_resolution: int, label_dim: int = 0, img_channels: int = 3, channel_base: int = 32768,
                  channel_max: int = 512, cmap_dim: int | None = None, conv_clamp: float | None = None,
-                 mbstd_group_size: int = 4, weights: str | os.PathLike | None = None):
+                 mbstd_group_size: int = 4, mbstd_num_channels: int = 1, architecture: str = "resnet",
+                 mapping_layers: int = 8, weights: str | os.PathLike | None = None):
         super().__init__()
         log2 = int(np.log2(img_resolution))
         if 2 ** log2 != img_resolution or img_resolution < 8:
             raise ValueError(f"d2o.discriminators: StyleGAN2 discriminator needs a power-of-two resolution >= 8, "
                              f"got {img_resolution}")
+        if architecture not in STYLEGAN2_ARCHITECTURES:
+            raise ValueError(f"d2o.discriminators: StyleGAN2 architecture {architecture!r} is not modelled; use one of "
+                             f"{STYLEGAN2_ARCHITECTURES}")
         self.img_resolution, self.label_dim = img_resolution, label_dim
         self.block_resolutions = [2 ** i for i in range(log2, 2, -1)]
         ch = {r: min(channel_base // r, channel_max) for r in self.block_resolutions + [4]}
         cmap_dim = (ch[4] if cmap_dim is None else cmap_dim) if label_dim else 0
         for r in self.block_resolutions:
             cin = ch[r] if r < img_resolution else 0
-            setattr(self, f"b{r}", DiscriminatorBlock(cin, ch[r], ch[r // 2], img_channels, conv_clamp))
+            setattr(self, f"b{r}", DiscriminatorBlock(cin, ch[r], ch[r // 2], img_channels, conv_clamp, architecture))
         if label_dim:
-            self.mapping = MappingNetwork(label_dim, cmap_dim)
-        self.b4 = DiscriminatorEpilogue(ch[4], cmap_dim, mbstd_group_size=mbstd_group_size, conv_clamp=conv_clamp)
+            self.mapping = MappingNetwork(label_dim, cmap_dim, num_layers=mapping_layers)
+        self.b4 = DiscriminatorEpilogue(ch[4], cmap_dim, mbstd_group_size=mbstd_group_size,
+                                        mbstd_num_channels=mbstd_num_channels, conv_clamp=conv_clamp)
         if weights is not None:
             _load_state_dict(self, weights, "stylegan2")
 
@@ -298,6 +310,110 @@ class StyleGAN2Discriminator(nn.Module):
         return [[self.b4(h, cmap)]]
 
 
+# StyleGAN2-ADA's released discriminators (the Table 1 "StyleGAN2 (Pre-trained)" row; spec §3.6: the release names
+# no checkpoint, so the registry uses the public StyleGAN2-ADA CIFAR-10 one).
+
+STYLEGAN2ADA_KIND = "stylegan2ada-discriminator"  # config.checkpoints.<name>.kind of such a checkpoint
+
+
+def _stylegan2ada_kwargs(kw: dict, where: str) -> dict:
+    """StyleGAN2Discriminator kwargs for stylegan2-ada-pytorch's `Discriminator(**kw)`; refuses what is not modelled.
+
+    Training-only settings are dropped: `num_fp16_res` (FP16 for the highest resolutions; here the math runs in the
+    trainer's precision, fp32 by default), `block_kwargs.freeze_layers` and `fp16_channels_last`."""
+    def fail(what):
+        return ValueError(f"{where}: {what}; d2o.discriminators.StyleGAN2Discriminator does not model it")
+
+    known = {"c_dim", "img_resolution", "img_channels", "architecture", "channel_base", "channel_max", "num_fp16_res",
+             "conv_clamp", "cmap_dim", "block_kwargs", "mapping_kwargs", "epilogue_kwargs"}
+    if set(kw) - known:
+        raise fail(f"unknown init arguments {sorted(set(kw) - known)}")
+    block = {k: v for k, v in dict(kw.get("block_kwargs") or {}).items() if k not in ("freeze_layers", "fp16_channels_last")}
+    mapping, epilogue = dict(kw.get("mapping_kwargs") or {}), dict(kw.get("epilogue_kwargs") or {})
+    defaults = [(block, "activation", "lrelu"), (block, "resample_filter", [1, 3, 3, 1]), (mapping, "activation", "lrelu"),
+                (mapping, "lr_multiplier", 0.01), (mapping, "embed_features", None), (mapping, "layer_features", None),
+                (epilogue, "activation", "lrelu")]
+    for group, key, value in defaults:
+        if key in group and (list(group[key]) if isinstance(value, list) else group[key]) != value:
+            raise fail(f"{key}={group[key]!r} (only {value!r})")
+        group.pop(key, None)
+    mapping_layers = mapping.pop("num_layers", 8)
+    mbstd_group_size, mbstd_num_channels = epilogue.pop("mbstd_group_size", 4), epilogue.pop("mbstd_num_channels", 1)
+    if block or mapping or epilogue:
+        raise fail(f"block/mapping/epilogue arguments {sorted({**block, **mapping, **epilogue})}")
+    if mbstd_group_size is None:
+        raise fail("minibatch-std over the entire minibatch (mbstd_group_size None)")
+    return dict(img_resolution=int(kw["img_resolution"]), label_dim=int(kw.get("c_dim", 0)),
+                img_channels=int(kw.get("img_channels", 3)), channel_base=int(kw.get("channel_base", 32768)),
+                channel_max=int(kw.get("channel_max", 512)), cmap_dim=kw.get("cmap_dim"), conv_clamp=kw.get("conv_clamp"),
+                mbstd_group_size=int(mbstd_group_size), mbstd_num_channels=int(mbstd_num_channels),
+                architecture=kw.get("architecture", "resnet"), mapping_layers=int(mapping_layers))
+
+
+def convert_stylegan2ada_discriminator(src_pkl: str | os.PathLike, dst: str | os.PathLike,
+                                       extra: dict | None = None) -> Path:
+    """Write the discriminator `D` of a stylegan2-ada-pytorch training pickle (e.g. its pretrained cifar10.pkl) to
+    `dst` in the project format (`d2o.edm.model_io`: safetensors + header with the StyleGAN2Discriminator kwargs).
+
+    The pickle is read with d2o.edm.persistence's allow-list unpickler: no code from the file runs (its embedded module
+    sources are never looked at). Names, shapes and dtypes must match StyleGAN2Discriminator exactly."""
+    from d2o.edm.model_io import save_model
+    from d2o.edm.persistence import EDMPickleError, PersistentRecord, collect_tensors, read_pickle_records
+
+    data = read_pickle_records(src_pkl)
+    rec = data.get("D") if isinstance(data, dict) else None
+    if not isinstance(rec, PersistentRecord) or rec.class_name != "Discriminator":
+        keys = sorted(data) if isinstance(data, dict) else type(data).__name__
+        raise EDMPickleError(f"{src_pkl}: no StyleGAN2-ADA discriminator under key 'D' (found {keys}); expected a "
+                             f"stylegan2-ada-pytorch training pickle (network-snapshot-*.pkl or a pretrained/*.pkl)")
+    init_kwargs = dict(rec.state.get("_init_kwargs") or {})
+    kwargs = _stylegan2ada_kwargs(init_kwargs, f"{src_pkl}: D")
+    net = StyleGAN2Discriminator(**kwargs)
+    tensors = collect_tensors(rec)
+    expected = net.state_dict()
+    bad = sorted(set(expected) ^ set(tensors)) + sorted(k for k in expected if k in tensors and expected[k].shape != tensors[k].shape)
+    if bad:
+        raise EDMPickleError(f"{src_pkl}: D's weights do not match StyleGAN2Discriminator{kwargs}: names/shapes {bad[:8]}"
+                             f"{'...' if len(bad) > 8 else ''}")
+    net.load_state_dict({k: v.float() for k, v in tensors.items()})
+    net._d2o_init = ("StyleGAN2Discriminator", kwargs)
+    info = {"source_checkpoint": str(src_pkl), "source_key": "D", "source_init_kwargs": init_kwargs, **dict(extra or {})}
+    return save_model(net, dst, extra=info)
+
+
+def load_stylegan2_checkpoint(path: str | os.PathLike, img_resolution: int, label_dim: int = 0,
+                              **expected) -> StyleGAN2Discriminator:
+    """The StyleGAN2Discriminator stored at `path` (`convert_stylegan2ada_discriminator`), for images of
+    `img_resolution` and `label_dim` classes. A conditional checkpoint loads into an unconditional discriminator
+    without its label mapping (`mapping.*`) and with a freshly initialised output layer (`b4.out`, 1 logit instead of
+    the projection onto the label embedding); the dropped names are in `.reinitialised`. `expected` kwargs (e.g. the
+    experiment's channel_max) must equal the checkpoint's."""
+    from safetensors.torch import load_file
+
+    from d2o.edm.model_io import read_header
+
+    header = read_header(path)
+    if header["class"] != "StyleGAN2Discriminator":
+        raise ValueError(f"{path}: holds a {header['class']}, not a StyleGAN2Discriminator; discriminator.init must name a "
+                         f"checkpoint of kind {STYLEGAN2ADA_KIND!r}")
+    kw = dict(header["init_kwargs"])
+    for key, value in dict(expected, img_resolution=img_resolution).items():
+        if kw.get(key) != value:
+            raise ValueError(f"{path}: the checkpoint's discriminator has {key}={kw.get(key)!r}, the experiment "
+                             f"{value!r}; change discriminator.{key} or the checkpoint")
+    if label_dim not in (0, kw["label_dim"]):
+        raise ValueError(f"{path}: the checkpoint's discriminator has {kw['label_dim']} classes, the experiment "
+                         f"{label_dim}; use a checkpoint of this dataset")
+    dropped = ("mapping.", "b4.out.") if label_dim != kw["label_dim"] else ()
+    kw["label_dim"] = label_dim
+    net = StyleGAN2Discriminator(**kw)
+    tensors = load_file(str(path))
+    net.load_state_dict({k: v for k, v in tensors.items() if not k.startswith(dropped)}, strict=not dropped)
+    net.reinitialised = sorted(k for k in net.state_dict() if k.startswith(dropped))
+    net.d2o_extra = header.get("extra", {})
+    return net
+
+
 # ---------------------------------------------------------------------------------------------------------------
 
 DISCRIMINATOR_TYPES = ("projected", "vgg16", "lpips", "stylegan2")
@@ -308,7 +424,7 @@ def build_discriminator(cfg: dict, img_resolution: int, label_dim: int = 0, pret
     the class (e.g. projected: backbones, diffaug, cout, num_discs, weights, embed_weights; stylegan2: weights).
 
     `pretrained` is the offline switch for feature networks (ignored by stylegan2, which is scratch-initialised
-    unless cfg["weights"] names a state_dict).
+    unless cfg["checkpoint"] names a converted StyleGAN2-ADA discriminator or cfg["weights"] a state_dict).
     """
     cfg = dict(cfg)
     kind = cfg.pop("type", None)
@@ -322,6 +438,9 @@ def build_discriminator(cfg: dict, img_resolution: int, label_dim: int = 0, pret
         cls = VGG16Discriminator if kind == "vgg16" else LPIPSDiscriminator
         return cls(pretrained=pretrained, **cfg)
     if kind == "stylegan2":
+        if cfg.get("checkpoint"):
+            return load_stylegan2_checkpoint(cfg.pop("checkpoint"), img_resolution, label_dim, **cfg)
+        cfg.pop("checkpoint", None)
         return StyleGAN2Discriminator(img_resolution, label_dim=label_dim, **cfg)
     raise ValueError(f"d2o.discriminators: discriminator config 'type' must be one of {DISCRIMINATOR_TYPES}, "
                      f"got {kind!r}")

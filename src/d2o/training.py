@@ -128,7 +128,7 @@ _DISCRIMINATOR_KEYS = {"projected": ("backbones", "resolution", "diffaug", "cout
 
 class Trainer:
     def __init__(self, exp: dict, run_dir: str | Path, dataset_zip: str | Path, init_path: str | Path,
-                 teacher_path: str | Path | None = None):
+                 teacher_path: str | Path | None = None, d_init_path: str | Path | None = None):
         self.exp, self.run_dir = exp, Path(run_dir)
         self.rank, self.world, self.device = _dist_info()
         self.batch_gpu = exp.get("batch_gpu") or exp["batch"] // self.world
@@ -171,10 +171,15 @@ class Trainer:
         if self.use_gan:
             d = exp["discriminator"]
             dcfg = {"type": d["type"], **{k: d[k] for k in _DISCRIMINATOR_KEYS[d["type"]]}}
-            if d.get("init"):
-                dcfg["weights"] = d["init"]
+            if d.get("init"):  # a GAN-pretrained discriminator (Table 1), converted by the DAG (rule convert_checkpoint)
+                if d_init_path is None:
+                    raise ValueError(f"experiment {exp['name']}: discriminator.init is {d['init']!r} but no converted "
+                                     f"checkpoint was given (train.py --d-init <results>/checkpoints/{d['init']}.safetensors)")
+                dcfg["checkpoint"] = str(d_init_path)
             torch.manual_seed(exp["seed"])  # the frozen random projections: identical on every rank and every resume
             self.D = build_discriminator(dcfg, res, self.label_dim, pretrained=not exp["offline"]).to(self.device).train()
+            self.d_init = {"checkpoint": d["init"], "source": getattr(self.D, "d2o_extra", {}),
+                           "reinitialised": getattr(self.D, "reinitialised", [])} if d.get("init") else None
             if self.group > 1:  # several virtual GPUs per pass: their D batch statistics are kept apart
                 if not hasattr(self.D, "set_batchnorm_group"):
                     raise ValueError(f"round_batch > batch_gpu needs the projected discriminator (the {d['type']!r} "
@@ -517,7 +522,7 @@ class Trainer:
                    "training_mimg": self.nimg / 1e6, "params_m": self.shares["total_params"] / 1e6,
                    "shares": self.shares, "frozen_tensors": len(self.frozen), "sigmas": self.sigmas,
                    "offline": self.exp["offline"], "label": self.exp["label"], "world_size": self.world,
-                   "config": self.exp}
+                   "discriminator_init": getattr(self, "d_init", None), "config": self.exp}
         atomic_write_json(output.with_name("train.json"), summary)
 
 
