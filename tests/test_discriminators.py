@@ -210,7 +210,7 @@ def test_stylegan2ada_checkpoint_converts_and_loads(tmp_path):
         load_stylegan2_checkpoint(dst, 8, 10)
 
 
-@pytest.mark.parametrize("name", ["cifar_like", "resnet"])
+@pytest.mark.parametrize("name", ["cifar_like", "resnet", "tf_converted"])
 def test_stylegan2ada_checkpoint_computes_stylegan2adas_logits(tmp_path, name):
     """Against StyleGAN2-ADA's own Discriminator (tests/fixtures/stylegan2ada_reference, made by running its code):
     same state_dict names and shapes, and the same logits after a pickle in its format goes through the converter."""

@@ -276,7 +276,8 @@ class StyleGAN2Discriminator(nn.Module):
     def __init__(self, img_resolution: int, label_dim: int = 0, img_channels: int = 3, channel_base: int = 32768,
                  channel_max: int = 512, cmap_dim: int | None = None, conv_clamp: float | None = None,
                  mbstd_group_size: int = 4, mbstd_num_channels: int = 1, architecture: str = "resnet",
-                 mapping_layers: int = 8, weights: str | os.PathLike | None = None):
+                 mapping_layers: int = 8, mapping_lr_multiplier: float = 0.01,
+                 weights: str | os.PathLike | None = None):
         super().__init__()
         log2 = int(np.log2(img_resolution))
         if 2 ** log2 != img_resolution or img_resolution < 8:
@@ -293,7 +294,7 @@ class StyleGAN2Discriminator(nn.Module):
             cin = ch[r] if r < img_resolution else 0
             setattr(self, f"b{r}", DiscriminatorBlock(cin, ch[r], ch[r // 2], img_channels, conv_clamp, architecture))
         if label_dim:
-            self.mapping = MappingNetwork(label_dim, cmap_dim, num_layers=mapping_layers)
+            self.mapping = MappingNetwork(label_dim, cmap_dim, num_layers=mapping_layers, lr_multiplier=mapping_lr_multiplier)
         self.b4 = DiscriminatorEpilogue(ch[4], cmap_dim, mbstd_group_size=mbstd_group_size,
                                         mbstd_num_channels=mbstd_num_channels, conv_clamp=conv_clamp)
         if weights is not None:
@@ -330,14 +331,18 @@ def _stylegan2ada_kwargs(kw: dict, where: str) -> dict:
         raise fail(f"unknown init arguments {sorted(set(kw) - known)}")
     block = {k: v for k, v in dict(kw.get("block_kwargs") or {}).items() if k not in ("freeze_layers", "fp16_channels_last")}
     mapping, epilogue = dict(kw.get("mapping_kwargs") or {}), dict(kw.get("epilogue_kwargs") or {})
+    channels_4 = min(int(kw.get("channel_base", 32768)) // 4, int(kw.get("channel_max", 512)))
+    cmap_dim = kw.get("cmap_dim") or channels_4
+    for key in ("embed_features", "layer_features"):  # pickles converted from TensorFlow give cmap_dim or None
+        if mapping.get(key) in (None, cmap_dim):
+            mapping.pop(key, None)
     defaults = [(block, "activation", "lrelu"), (block, "resample_filter", [1, 3, 3, 1]), (mapping, "activation", "lrelu"),
-                (mapping, "lr_multiplier", 0.01), (mapping, "embed_features", None), (mapping, "layer_features", None),
                 (epilogue, "activation", "lrelu")]
     for group, key, value in defaults:
         if key in group and (list(group[key]) if isinstance(value, list) else group[key]) != value:
             raise fail(f"{key}={group[key]!r} (only {value!r})")
         group.pop(key, None)
-    mapping_layers = mapping.pop("num_layers", 8)
+    mapping_layers, mapping_lr = mapping.pop("num_layers", 8), mapping.pop("lr_multiplier", 0.01)
     mbstd_group_size, mbstd_num_channels = epilogue.pop("mbstd_group_size", 4), epilogue.pop("mbstd_num_channels", 1)
     if block or mapping or epilogue:
         raise fail(f"block/mapping/epilogue arguments {sorted({**block, **mapping, **epilogue})}")
@@ -347,7 +352,8 @@ def _stylegan2ada_kwargs(kw: dict, where: str) -> dict:
                 img_channels=int(kw.get("img_channels", 3)), channel_base=int(kw.get("channel_base", 32768)),
                 channel_max=int(kw.get("channel_max", 512)), cmap_dim=kw.get("cmap_dim"), conv_clamp=kw.get("conv_clamp"),
                 mbstd_group_size=int(mbstd_group_size), mbstd_num_channels=int(mbstd_num_channels),
-                architecture=kw.get("architecture", "resnet"), mapping_layers=int(mapping_layers))
+                architecture=kw.get("architecture", "resnet"), mapping_layers=int(mapping_layers),
+                mapping_lr_multiplier=float(mapping_lr))
 
 
 def convert_stylegan2ada_discriminator(src_pkl: str | os.PathLike, dst: str | os.PathLike,

@@ -328,7 +328,7 @@ class SafeUnpickler(pickle._Unpickler):
         if obj is None:
             raise UnsafePickleError(
                 f"{self.source}: refusing to load global '{module}.{name}' (not in the allow-list of "
-                "d2o.edm.persistence; loading it could run arbitrary code). Only EDM training pickles are supported.")
+                "d2o.edm.persistence; loading it could run arbitrary code). Only EDM and StyleGAN2-ADA training pickles are supported.")
         return obj
 
     def load_binbytes(self):
