@@ -204,7 +204,7 @@ def test_stylegan2ada_checkpoint_converts_and_loads(tmp_path):
     with pytest.raises(ValueError, match=r"d.safetensors: the checkpoint's discriminator has channel_max=32, the "
                                          r"experiment 512; change discriminator.channel_max"):
         build_discriminator({"type": "stylegan2", "channel_max": 512, "checkpoint": str(dst)}, 8, 0)
-    with pytest.raises(ValueError, match="img_resolution=8, the experiment 16"):
+    with pytest.raises(ValueError, match="takes 8 px images, the experiment's dataset has 16 px"):
         load_stylegan2_checkpoint(dst, 16, 0)
     with pytest.raises(ValueError, match="has 3 classes, the experiment 10"):
         load_stylegan2_checkpoint(dst, 8, 10)

@@ -403,7 +403,10 @@ def load_stylegan2_checkpoint(path: str | os.PathLike, img_resolution: int, labe
         raise ValueError(f"{path}: holds a {header['class']}, not a StyleGAN2Discriminator; discriminator.init must name a "
                          f"checkpoint of kind {STYLEGAN2ADA_KIND!r}")
     kw = dict(header["init_kwargs"])
-    for key, value in dict(expected, img_resolution=img_resolution).items():
+    if kw["img_resolution"] != img_resolution:
+        raise ValueError(f"{path}: the checkpoint's discriminator takes {kw['img_resolution']} px images, the "
+                         f"experiment's dataset has {img_resolution} px; use a checkpoint of this dataset")
+    for key, value in expected.items():
         if kw.get(key) != value:
             raise ValueError(f"{path}: the checkpoint's discriminator has {key}={kw.get(key)!r}, the experiment "
                              f"{value!r}; change discriminator.{key} or the checkpoint")
@@ -414,8 +417,12 @@ def load_stylegan2_checkpoint(path: str | os.PathLike, img_resolution: int, labe
     kw["label_dim"] = label_dim
     net = StyleGAN2Discriminator(**kw)
     tensors = load_file(str(path))
-    net.load_state_dict({k: v for k, v in tensors.items() if not k.startswith(dropped)}, strict=not dropped)
-    net.reinitialised = sorted(k for k in net.state_dict() if k.startswith(dropped))
+    net.reinitialised = sorted(k for k in net.state_dict() if dropped and k.startswith(dropped))
+    missing, unexpected = net.load_state_dict({k: v for k, v in tensors.items() if not (dropped and k.startswith(dropped))},
+                                              strict=False)
+    if sorted(missing) != net.reinitialised or unexpected:
+        raise ValueError(f"{path}: weights do not match StyleGAN2Discriminator{kw}: missing {missing[:8]}, unexpected "
+                         f"{unexpected[:8]}; convert the checkpoint again (rule convert_checkpoint)")
     net.d2o_extra = header.get("extra", {})
     return net
 
