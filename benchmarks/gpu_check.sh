@@ -8,6 +8,7 @@
 #   precision, optionally :<torch.compile mode> and @nchw (generator kept NCHW: CUDA's group_norm copies
 #   channels_last inputs); compiled variants get COMPILE_BENCH_S, as their warm-up compiles.
 #   A second call, if device time is left: TEST_S=0 COMPILE_TEST_S=0 VARIANTS="bf16@nchw" OUT=<folder> bash ...
+#   or the per-GPU rate at a larger pass (about 41 GiB at 128 with bf16 D): TEST_S=0 COMPILE_TEST_S=0 BATCH=128 ...
 #   COMPILE_TEST_S runs the compiled-vs-eager training test on CUDA (CUDA graphs); 0 skips it.
 #   BATCH=64 BATCH_GPU= ROUND_BATCH= set the benchmark's per-GPU batch, virtual GPU size and samples per pass (e.g.
 #   BATCH_GPU=32 for the registry's paper split: 2 rounds; add ROUND_BATCH=64 for one pass of 2 virtual GPUs).
