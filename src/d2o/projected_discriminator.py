@@ -16,8 +16,9 @@ its heads are sized from its true map sizes and its head channels are capped (se
 `forward(x, c)` returns a list over backbones of lists over heads of logits (B, P) (docs/ARCHITECTURE.md);
 `forward_pair` scores reals and fakes of the D step with one projection pass.
 
-Speed (the projections hold nearly all of D's FLOPs and kernel launches): `compile_projections()` runs them through
-torch.compile for the G and D steps, `eager()` turns that off where a double backward is needed (R1);
+Speed (the projections hold nearly all of D's FLOPs, projections and heads most of its kernel launches):
+`compile_networks()` runs both through torch.compile for the G and D steps, `eager()` turns that off where a double
+backward is needed (R1);
 `cast_projection_weights(torch.bfloat16)` stores their conv/linear weights in the dtype bf16 autocast would cast them
 to on every call.
 """
