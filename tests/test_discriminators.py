@@ -314,6 +314,57 @@ def test_lazy_adam_params_and_sanitize():
     assert p.grad.tolist() == [0.0, 1e5, -1e5, 2.0]
 
 
+def test_sanitize_grads_is_per_tensor_nan_to_num_in_a_few_kernels():
+    """One flat buffer: bitwise what per-tensor nan_to_num gives, for channels_last, sliced (non-dense) and float64
+    gradients, with the reduce hook seeing every value once; the dense ones cost 3 operators in all."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    gen = torch.Generator().manual_seed(0)
+
+    def grad(*shape, dtype=torch.float32):
+        g = torch.randn(*shape, generator=gen, dtype=dtype) * 1e6
+        g.view(-1)[::7] = float("nan")
+        g.view(-1)[1::11] = float("inf")
+        g.view(-1)[2::13] = -float("inf")
+        return g
+
+    params = [torch.nn.Parameter(torch.zeros(s)) for s in [(8, 3, 3, 3), (8,), (5, 4)]]
+    params.append(torch.nn.Parameter(torch.zeros(2, dtype=torch.float64)))
+    params[0].grad = grad(8, 3, 3, 3).contiguous(memory_format=torch.channels_last)
+    params[1].grad = grad(8)
+    params[2].grad = grad(5, 8)[:, ::2]                          # not one dense block
+    params[3].grad = grad(2, dtype=torch.float64)
+    params.append(torch.nn.Parameter(torch.zeros(3)))            # no grad: left alone
+    expect = [torch.nan_to_num(p.grad * 2, nan=0.0, posinf=1e5, neginf=-1e5) for p in params[:4]]
+    seen = []
+
+    def double(flat):
+        seen.append(flat.numel())
+        flat.mul_(2)
+
+    sanitize_grads(params, reduce=double)
+    assert all(torch.equal(p.grad, e) for p, e in zip(params, expect)) and params[4].grad is None
+    assert params[0].grad.is_contiguous(memory_format=torch.channels_last)
+    assert sorted(seen) == [2, 20, 8 * 27 + 8]                   # sliced one alone, float64 apart, the rest together
+
+    class Ops(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.names = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # computing operators: views excluded
+            if not any(r.alias_info is not None and not r.alias_info.is_write for r in func._schema.returns):
+                self.names.append(str(func.overloadpacket))
+            return func(*args, **(kwargs or {}))
+
+    dense = [torch.nn.Parameter(torch.zeros(4, 4)) for _ in range(50)]
+    for q in dense:
+        q.grad = grad(4, 4)
+    with Ops() as ops:
+        sanitize_grads(dense)
+    assert ops.names == ["aten.cat", "aten.nan_to_num", "aten._foreach_copy_"]
+
+
 def test_diffaug_shape_determinism_and_semantics():
     x = torch.rand(5, 3, 16, 16) * 2 - 1
     a = diff_augment(x, generator=torch.Generator().manual_seed(3))

@@ -46,10 +46,34 @@ def lazy_adam_params(lr: float, betas: tuple[float, float], interval: int) -> tu
     return lr * ratio, (betas[0] ** ratio, betas[1] ** ratio)
 
 
+def _memory_view(t: torch.Tensor) -> torch.Tensor | None:
+    """A 1-D view of `t`'s memory in storage order, or None if `t` does not fill one dense block (e.g. a slice)."""
+    if t.is_contiguous() or (t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last)):
+        return t.as_strided((t.numel(),), (1,))
+    return None
+
+
 @torch.no_grad()
-def sanitize_grads(params) -> None:
-    """In place: NaN -> 0, +inf -> 1e5, -inf -> -1e5 in every existing .grad (spec §4, each stage before Adam)."""
+def sanitize_grads(params, reduce=None) -> None:
+    """In place: NaN -> 0, +inf -> 1e5, -inf -> -1e5 in every existing .grad (spec §4, each stage before Adam).
+
+    The gradients are gathered into one flat buffer, sanitised there and written back: three kernels (a multi-tensor
+    copy back counts as one) instead of one per tensor, with bitwise the same values (elementwise). `reduce(flat)`, if
+    given, runs on the flat buffer before the sanitising (the all-reduce mean of multi-GPU runs), so both share it."""
+    groups: dict = {}
     for p in params:
         if p.grad is not None:
-            torch.nan_to_num(p.grad, nan=0.0, posinf=1e5, neginf=-1e5, out=p.grad)
+            view = _memory_view(p.grad)
+            if view is None:  # not one dense block: its own kernels
+                if reduce is not None:
+                    reduce(p.grad)
+                torch.nan_to_num(p.grad, nan=0.0, posinf=1e5, neginf=-1e5, out=p.grad)
+            else:
+                groups.setdefault((p.grad.dtype, p.grad.device), []).append(view)
+    for views in groups.values():
+        flat = torch.cat(views)
+        if reduce is not None:
+            reduce(flat)
+        torch.nan_to_num(flat, nan=0.0, posinf=1e5, neginf=-1e5, out=flat)
+        torch._foreach_copy_(views, list(flat.split([v.numel() for v in views])))
 

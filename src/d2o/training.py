@@ -66,17 +66,20 @@ def _dist_info() -> tuple[int, int, torch.device]:
     return rank, world, torch.device("cpu")
 
 
-def _allreduce_grads(params: list[torch.nn.Parameter], world: int) -> None:
-    grads = [p.grad for p in params if p.grad is not None]
-    if world == 1 or not grads:
-        return
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    dist.all_reduce(flat)
-    flat /= world
-    offset = 0
-    for g in grads:
-        g.copy_(flat[offset:offset + g.numel()].view_as(g))
-        offset += g.numel()
+def _allreduce_mean(world: int):
+    """`flat -> mean of flat over the ranks`, in place (None on one process): sanitize_grads runs it on its buffer."""
+    if world == 1:
+        return None
+
+    def reduce(flat: torch.Tensor) -> None:
+        dist.all_reduce(flat)
+        flat /= world
+    return reduce
+
+
+def _reduce_grads(params: list[torch.nn.Parameter], world: int) -> None:
+    """The gradients of `params` as every optimiser step takes them: all-reduce mean over ranks, then sanitised."""
+    sanitize_grads(params, reduce=_allreduce_mean(world))
 
 
 def _seeded(seed: int, *keys: int, device="cpu") -> torch.Generator:
@@ -405,8 +408,7 @@ class Trainer:
                 log("loss_G_cd", lc)
             (loss_g / R).backward()
             log("loss_G", loss_g)
-        _allreduce_grads(self.g_params, self.world)
-        sanitize_grads(self.g_params)
+        _reduce_grads(self.g_params, self.world)
         self.opt_G.step()
 
         if self.use_gan:
@@ -428,8 +430,7 @@ class Trainer:
                 log("logits_fake", _mean_logit(lf_))
                 if self.ada is not None:
                     self.ada.accumulate(lr_)
-            _allreduce_grads(self.d_params, self.world)
-            sanitize_grads(self.d_params)
+            _reduce_grads(self.d_params, self.world)
             self.opt_D.step()
             if self.ada is not None:
                 stats["ada_p"] = torch.tensor(self.ada.step(exp["batch"]))
@@ -444,8 +445,7 @@ class Trainer:
                     (loss_r1 / R).backward()
                     log("loss_r1", loss_r1)
                     log("r1_grad_sq", sq.mean())
-                _allreduce_grads(self.d_params, self.world)
-                sanitize_grads(self.d_params)
+                _reduce_grads(self.d_params, self.world)
                 self.opt_D.step()
 
         beta = ema_lib.ema_beta(exp["batch"], self.nimg, exp["ema_halflife_mimg"] * 1e6, exp["ema_rampup"])
