@@ -362,9 +362,10 @@ def convert_stylegan2ada_discriminator(src_pkl: str | os.PathLike, dst: str | os
     `dst` in the project format (`d2o.edm.model_io`: safetensors + header with the StyleGAN2Discriminator kwargs).
 
     The pickle is read with d2o.edm.persistence's allow-list unpickler: no code from the file runs (its embedded module
-    sources are never looked at). Names, shapes and dtypes must match StyleGAN2Discriminator exactly."""
+    sources are never looked at). Names and shapes must match StyleGAN2Discriminator exactly; weights are stored in
+    float32."""
     from d2o.edm.model_io import save_model
-    from d2o.edm.persistence import EDMPickleError, PersistentRecord, collect_tensors, read_pickle_records
+    from d2o.edm.persistence import EDMPickleError, PersistentRecord, collect_tensors, instantiate_with, read_pickle_records
 
     data = read_pickle_records(src_pkl)
     rec = data.get("D") if isinstance(data, dict) else None
@@ -374,14 +375,8 @@ def convert_stylegan2ada_discriminator(src_pkl: str | os.PathLike, dst: str | os
                              f"stylegan2-ada-pytorch training pickle (network-snapshot-*.pkl or a pretrained/*.pkl)")
     init_kwargs = dict(rec.state.get("_init_kwargs") or {})
     kwargs = _stylegan2ada_kwargs(init_kwargs, f"{src_pkl}: D")
-    net = StyleGAN2Discriminator(**kwargs)
-    tensors = collect_tensors(rec)
-    expected = net.state_dict()
-    bad = sorted(set(expected) ^ set(tensors)) + sorted(k for k in expected if k in tensors and expected[k].shape != tensors[k].shape)
-    if bad:
-        raise EDMPickleError(f"{src_pkl}: D's weights do not match StyleGAN2Discriminator{kwargs}: names/shapes {bad[:8]}"
-                             f"{'...' if len(bad) > 8 else ''}")
-    net.load_state_dict({k: v.float() for k, v in tensors.items()})
+    tensors = {k: v.float() for k, v in collect_tensors(rec).items()}
+    net = instantiate_with(lambda: StyleGAN2Discriminator(**kwargs), tensors, f"{src_pkl}: D -> StyleGAN2Discriminator{kwargs}")
     net._d2o_init = ("StyleGAN2Discriminator", kwargs)
     info = {"source_checkpoint": str(src_pkl), "source_key": "D", "source_init_kwargs": init_kwargs, **dict(extra or {})}
     return save_model(net, dst, extra=info)
@@ -451,9 +446,9 @@ def build_discriminator(cfg: dict, img_resolution: int, label_dim: int = 0, pret
         cls = VGG16Discriminator if kind == "vgg16" else LPIPSDiscriminator
         return cls(pretrained=pretrained, **cfg)
     if kind == "stylegan2":
-        if cfg.get("checkpoint"):
-            return load_stylegan2_checkpoint(cfg.pop("checkpoint"), img_resolution, label_dim, **cfg)
-        cfg.pop("checkpoint", None)
+        checkpoint = cfg.pop("checkpoint", None)
+        if checkpoint:
+            return load_stylegan2_checkpoint(checkpoint, img_resolution, label_dim, **cfg)
         return StyleGAN2Discriminator(img_resolution, label_dim=label_dim, **cfg)
     raise ValueError(f"d2o.discriminators: discriminator config 'type' must be one of {DISCRIMINATOR_TYPES}, "
                      f"got {kind!r}")
