@@ -142,15 +142,15 @@ def resolve_experiment(config: dict, name: str, source: str = "config") -> dict:
             raise ConfigError(f"{source}: experiments.{name}.discriminator.init: only a stylegan2 discriminator starts from "
                               f"a checkpoint (type is {resolved['discriminator']['type']!r}); remove init or set type: stylegan2")
         checkpoint_refs.append(("discriminator.init", resolved["discriminator"]["init"], "stylegan2ada-discriminator"))
+    kinds = {n: c.get("kind", "edm") for n, c in config["checkpoints"].items()}  # the schema's default
     for key, ck, kind in checkpoint_refs:
         if not ck:
             continue
-        if ck not in config["checkpoints"]:
-            raise unknown_name_error("checkpoint", ck, config["checkpoints"], f"{source}: experiments.{name}.{key}")
-        if config["checkpoints"][ck].get("kind", "edm") != kind:
-            raise ConfigError(f"{source}: experiments.{name}.{key}: checkpoint '{ck}' is of kind "
-                              f"'{config['checkpoints'][ck].get('kind', 'edm')}', this key needs kind '{kind}'; choose one of "
-                              f"{', '.join(sorted(n for n, c in config['checkpoints'].items() if c.get('kind', 'edm') == kind))}")
+        if ck not in kinds:
+            raise unknown_name_error("checkpoint", ck, kinds, f"{source}: experiments.{name}.{key}")
+        if kinds[ck] != kind:
+            raise ConfigError(f"{source}: experiments.{name}.{key}: checkpoint '{ck}' is of kind '{kinds[ck]}', this key "
+                              f"needs kind '{kind}'; choose one of {', '.join(sorted(n for n, k in kinds.items() if k == kind))}")
     for other in resolved["eval"]["compare_with"]:
         if other not in experiments:
             raise unknown_name_error("experiment", other, experiments, f"{source}: experiments.{name}.eval.compare_with")

@@ -169,6 +169,7 @@ class Trainer:
         self.sigmas = generator_sigmas(exp["generator_steps"], exp["middle_sigma"])
 
         self.use_gan = exp["method"] in ("gan", "gan+cd")
+        self.d_init = None  # where a pre-trained discriminator came from (train.json)
         self.use_cd = exp["method"] in ("cd", "gan+cd")
         res = self.images.shape[1]
         if self.use_gan:
@@ -522,7 +523,7 @@ class Trainer:
                    "training_mimg": self.nimg / 1e6, "params_m": self.shares["total_params"] / 1e6,
                    "shares": self.shares, "frozen_tensors": len(self.frozen), "sigmas": self.sigmas,
                    "offline": self.exp["offline"], "label": self.exp["label"], "world_size": self.world,
-                   "discriminator_init": getattr(self, "d_init", None), "config": self.exp}
+                   "discriminator_init": self.d_init, "config": self.exp}
         atomic_write_json(output.with_name("train.json"), summary)
 
 
