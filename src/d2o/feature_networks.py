@@ -112,7 +112,7 @@ class EfficientNetLite0Features(FeatureNetwork):
         self.layers = nn.ModuleList([nn.Sequential(*stem, *b[0:2]), nn.Sequential(*b[2:3]),
                                      nn.Sequential(*b[3:5]), nn.Sequential(*b[5:])])
         for m in self.modules():  # same values; an in-place ReLU6 on an activation that needs a gradient (the G step's
-            if isinstance(m, nn.ReLU6):  # fakes, R1's reals) makes autograd copy its input first: 16 copies a pass
+            if isinstance(m, nn.ReLU6):  # fakes, R1's reals) makes autograd copy its input first: 32 copies a pass
                 m.inplace = False
         self.freeze()
 
