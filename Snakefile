@@ -1,7 +1,7 @@
 # D2O reproduction: one DAG from datasets to the paper's tables and figures.
 #   snakemake --profile slurm results/tables/table4.tex          (paper, on a SLURM GPU cluster)
 #   snakemake --configfile config/demo.yaml --cores 2 demo        (offline demo, 2 CPU cores)
-# The registry (config/config.yaml or config/demo.yaml) is validated against config/schema.yaml.
+# The registry (config/config.yaml or config/demo.yaml) is validated against the schemas in src/d2o/data/.
 from snakemake.utils import min_version
 
 min_version("9.0")

@@ -32,6 +32,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from d2o.config import load_config, resolve_experiment
+from d2o.settings import Experiment
 from d2o.datasets import write_dataset_zip
 from d2o.edm import model_io
 from d2o.training import Trainer
@@ -111,10 +112,11 @@ def bench(variant: str, args, tmp: Path) -> dict:
     d_precision, _, compile_mode = variant_.partition(":")
     if g_format not in ("", "nchw"):
         raise SystemExit(f"variant {variant!r}: the only generator format suffix is @nchw")
-    exp = resolve_experiment(load_config("config/config.yaml"), args.experiment)
-    exp.update(batch=args.batch, batch_gpu=args.batch_gpu, round_batch=args.round_batch, offline=True, precision=args.precision, d_precision=d_precision,
-               compile=compile_mode or "off", state_minutes=1e9)
-    tr = Trainer(exp, tmp / f"run-{variant}", tmp / "data.zip", tmp / "init.safetensors")
+    r = resolve_experiment(load_config("config/config.yaml"), args.experiment)
+    r.update(batch=args.batch, batch_gpu=args.batch_gpu, round_batch=args.round_batch, offline=True, precision=args.precision, d_precision=d_precision,
+             compile=compile_mode or "off", state_minutes=1e9, resources=dict(r["resources"], gpus=1))
+    exp = Experiment.from_resolved(r)
+    tr = Trainer(exp.name, exp.training, exp.execution, tmp / f"run-{variant}", tmp / "data.zip", tmp / "init.safetensors")
     cuda = tr.device.type == "cuda"
     if g_format == "nchw":  # before the first step: fused Adam's state is created then, in the parameters' format
         tr.G.to(memory_format=torch.contiguous_format)
@@ -140,7 +142,7 @@ def bench(variant: str, args, tmp: Path) -> dict:
            "batch_gpu": tr.batch_gpu, "rounds": tr.rounds, "virtual_gpus_per_round": tr.group, "g_precision": args.precision, "s_per_iter": round(dt, 5), "img_per_s": round(args.batch / dt, 2),
            "gflop_per_img_without_r1": round(per_img / 1e9, 1),
            "eager_ops_per_iter_without_r1": sum(ops.ops.values()), "eager_forward_ops_by_part": ops.forward_by_part, "achieved_tflops": round(per_img * args.batch / dt / 1e12, 2),
-           "compile": exp["compile"], "g_memory_format": g_format or ("channels_last" if cuda else "nchw"), "warmup_s": round(warm_s, 1), "loss_G": float(stats["loss_G"]), "loss_D": float(stats["loss_D"])}
+           "compile": exp.execution.compile, "g_memory_format": g_format or ("channels_last" if cuda else "nchw"), "warmup_s": round(warm_s, 1), "loss_G": float(stats["loss_G"]), "loss_D": float(stats["loss_D"])}
     if cuda:
         res["peak_mem_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
     if args.profile:

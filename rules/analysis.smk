@@ -28,6 +28,7 @@ rule sample_grid:
         f"{R}/grids/{{experiment}}.png",
     params:
         num=64,
+        label=config["label"],
     resources:
         gpu=job_gpus,
         runtime=30,

@@ -28,6 +28,7 @@ rule convert_checkpoint:
         f"{R}/checkpoints/{{download_ckpt}}.safetensors",
     params:
         kind=lambda wc: config["checkpoints"][wc.download_ckpt]["kind"],
+        architecture=lambda wc: config["checkpoints"][wc.download_ckpt].get("architecture"),
     localrule: True
     log:
         f"{L}/convert_checkpoint/{{download_ckpt}}.log",

@@ -6,7 +6,10 @@ import sys
 
 from snakemake.exceptions import WorkflowError
 
-from d2o.config import ConfigError, resolve_experiment, snapshot_kimgs, unknown_name_error, validate
+from d2o.config import ConfigError, checkpoint_architectures, experiment_settings, metric_features, unknown_name_error, validate
+from d2o.literature import DEFAULT_PATH as LITERATURE_PATH
+from d2o.tables import table10_columns
+from d2o.settings import PARTS, to_dict
 
 try:
     validate(config, "config (" + ", ".join(map(str, workflow.configfiles or ["config/config.yaml"])) + ")")
@@ -18,13 +21,15 @@ R = config["paths"]["results"]
 S = config["paths"]["resources"]
 L = config["paths"]["logs"]
 B = config["paths"]["benchmarks"]
-EXPERIMENTS = {name: resolve_experiment(config, name) for name in config["experiments"]}
-TRAIN = [n for n, e in EXPERIMENTS.items() if e["kind"] == "train"]
+EXPERIMENTS = {name: experiment_settings(config, name) for name in config["experiments"]}  # d2o.settings.Experiment
+TRAIN = [n for n, e in EXPERIMENTS.items() if e.kind == "train"]
+ARCHITECTURES = checkpoint_architectures(config)  # checkpoint -> generator architecture (Table 10)
+FEATURES = metric_features(config)  # the registry's metric feature extractors (d2o.settings.MetricFeatures)
 DOWNLOAD_CKPTS = [n for n, c in config["checkpoints"].items() if "url" in c]
 PRETRAIN_CKPTS = [n for n, c in config["checkpoints"].items() if "pretrain" in c]
 METRIC_EXTRACTOR = config["metrics"]["extractor"]
 SCRIPTS = os.path.join(workflow.basedir, "workflow", "scripts")  # absolute: the DAG may run in another --directory
-LITERATURE = os.path.join(workflow.basedir, "config", "literature.yaml")
+LITERATURE = str(LITERATURE_PATH)  # the package's literature data
 
 
 def _alt(names):
@@ -39,6 +44,7 @@ wildcard_constraints:
     download_ckpt=_alt(DOWNLOAD_CKPTS),
     pretrain_ckpt=_alt(PRETRAIN_CKPTS),
     metric="fid|fid_dataset|is|pr|clip_fid",
+    part="|".join(PARTS),
     table="|".join(config["tables"]) or "(?!x)x",
     figure="|".join(config["figures"]) or "(?!x)x",
     kimg=r"\d+",
@@ -60,12 +66,19 @@ def checkpoint_model(ckpt):
     return f"{R}/checkpoints/{ckpt}.safetensors"
 
 
+def settings_file(name, part):
+    """One part of an experiment's typed settings, written by the `settings` rule: the file the jobs that read it depend on, so a
+    change reruns exactly them (training -> train; sampling -> samples; evaluation -> metrics; execution, resources
+    and descriptions -> nothing)."""
+    return f"{R}/{name}/settings/{part}.json"
+
+
 def experiment_model(name):
     """The network a sample set comes from: the trained generator, or the EDM checkpoint of a sampler baseline."""
     e = EXPERIMENTS[name]
-    if e["kind"] == "train":
+    if e.kind == "train":
         return f"{R}/{name}/model.safetensors"
-    return checkpoint_model(e["sampler"]["checkpoint"])
+    return checkpoint_model(e.sampling.heun.checkpoint)
 
 
 def ref_stats(dataset, clip=False):
@@ -75,11 +88,11 @@ def ref_stats(dataset, clip=False):
 
 def metric_files(name):
     e = EXPERIMENTS[name]
-    files = [f"{R}/{name}/metrics/{m}.json" for m in e["eval"]["metrics"]]
-    files += [f"{R}/{name}/metrics/fid-vs-{o}.json" for o in e["eval"]["compare_with"]]
-    if e["kind"] == "train":
+    files = [f"{R}/{name}/metrics/{m}.json" for m in e.evaluation.metrics]
+    files += [f"{R}/{name}/metrics/fid-vs-{o}.json" for o in e.evaluation.compare_with]
+    if e.kind == "train":
         files.append(f"{R}/{name}/train.json")
-        if e["eval"]["snapshot_metrics"]:
+        if e.evaluation.snapshot_metrics:
             files.append(f"{R}/{name}/fid-curve.json")
     return files
 
@@ -102,12 +115,14 @@ def dataset_download_url(wildcards):
 
 
 def train_inputs(wildcards):
-    e = exp(wildcards, "train_experiment")
-    inputs = {"config": f"{R}/{wildcards.train_experiment}/config.json",
-              "dataset": ancient(dataset_zip(e["dataset"])),
-              "init": ancient(checkpoint_model(e["init"]))}
-    if e["discriminator"].get("init"):  # a GAN-pretrained discriminator (Table 1)
-        inputs["d_init"] = ancient(checkpoint_model(e["discriminator"]["init"]))
+    """The training settings (a change retrains), and, read as they are (`ancient`: their content is hashed into the
+    run identity by the trainer), the execution settings, the dataset and the checkpoints."""
+    name = wildcards.train_experiment
+    t = EXPERIMENTS[name].training
+    inputs = {"training": settings_file(name, "training"), "execution": ancient(settings_file(name, "execution")),
+              "dataset": ancient(dataset_zip(t.dataset)), "init": ancient(checkpoint_model(t.init))}
+    if t.discriminator is not None and t.discriminator.init:  # a GAN-pretrained discriminator (Table 1)
+        inputs["d_init"] = ancient(checkpoint_model(t.discriminator.init))
     return inputs
 
 
@@ -116,21 +131,21 @@ def d_init_arg(wildcards, input):
 
 
 def sample_inputs(wildcards):
-    e = exp(wildcards)
-    return {"config": f"{R}/{wildcards.experiment}/config.json", "model": experiment_model(wildcards.experiment)}
+    return {"sampling": settings_file(wildcards.experiment, "sampling"), "model": experiment_model(wildcards.experiment)}
 
 
 def metric_inputs(wildcards):
     e = exp(wildcards)
-    ds = config["datasets"][e["dataset"]]
-    inputs = {"samples": f"{R}/{wildcards.experiment}/samples.zip", "config": f"{R}/{wildcards.experiment}/config.json"}
+    ds = config["datasets"][e.dataset]
+    inputs = {"samples": f"{R}/{wildcards.experiment}/samples.zip",
+              "evaluation": settings_file(wildcards.experiment, "evaluation")}
     m = wildcards.metric
     if m == "fid":
-        inputs["ref"] = f"{S}/fid-refs/{e['dataset']}.npz" if ("fid_ref" in ds and METRIC_EXTRACTOR == "inception") else ref_stats(e["dataset"])
+        inputs["ref"] = f"{S}/fid-refs/{e.dataset}.npz" if ("fid_ref" in ds and METRIC_EXTRACTOR == "inception") else ref_stats(e.dataset)
     elif m in ("fid_dataset", "clip_fid"):
-        inputs["ref"] = ref_stats(e["dataset"], clip=(m == "clip_fid"))
+        inputs["ref"] = ref_stats(e.dataset, clip=(m == "clip_fid"))
     elif m == "pr":
-        inputs["ref"] = f"{S}/pr-refs/{e['dataset']}.npz" if "pr_ref" in ds else dataset_zip(e["dataset"])
+        inputs["ref"] = f"{S}/pr-refs/{e.dataset}.npz" if "pr_ref" in ds else dataset_zip(e.dataset)
     return inputs
 
 
@@ -143,14 +158,15 @@ def ref_download(wildcards, kind):
 
 
 def snapshot_metric_files(wildcards):
-    e = exp(wildcards)
-    return [f"{R}/{wildcards.experiment}/snapshot-metrics/fid-{k:06d}.json" for k in snapshot_kimgs(e)]
+    return [f"{R}/{wildcards.experiment}/snapshot-metrics/fid-{k:06d}.json" for k in exp(wildcards).training.snapshot_kimgs()]
 
 
 def report_inputs(section, item):
     """Every artefact a table or figure needs, derived from its slots in the registry."""
     spec = config[section][item]
     files = []
+    if item == "table10":  # hyper-parameters: from the settings alone (the params of the table rule)
+        return files
     for name in dict.fromkeys(spec["slots"].values()):
         if item in ("fig4", "fig6"):
             continue
@@ -175,7 +191,7 @@ def paper_targets():
 
 
 def _gpus(e):
-    return e["resources"]["gpus"]
+    return e.resources.gpus
 
 
 def train_gpus(wildcards):
@@ -184,30 +200,25 @@ def train_gpus(wildcards):
 
 def train_runtime(wildcards, attempt):
     """Minutes: the expected hours, growing with each retry (time-limit resubmission) up to max_hours."""
-    r = exp(wildcards, "train_experiment")["resources"]
-    return math.ceil(min(r["hours"] * attempt, r["max_hours"]) * 60)
+    r = exp(wildcards, "train_experiment").resources
+    return math.ceil(min(r.hours * attempt, r.max_hours) * 60)
 
 
 def train_threads(wildcards):
-    r = exp(wildcards, "train_experiment")["resources"]
-    return r["gpus"] * r["cpus_per_gpu"] if r["gpus"] else r["threads"]
-
-
-def train_omp_threads(wildcards):
-    """CPU threads of each training process: cpus_per_gpu beside each GPU, else the registry's CPU threads."""
-    r = exp(wildcards, "train_experiment")["resources"]
-    return r["cpus_per_gpu"] if r["gpus"] else r["threads"]
+    """CPU threads of the training job: cpus_per_gpu beside each GPU (split over its processes), else the registry's."""
+    r = exp(wildcards, "train_experiment").resources
+    return r.gpus * r.cpus_per_gpu if r.gpus else r.threads
 
 
 def job_threads(wildcards):
     """CPU threads of a sampling/evaluation job: the registry's CPU threads, or 8 beside its GPU."""
-    return 8 if job_gpus(wildcards) else exp(wildcards)["resources"]["threads"]
+    return 8 if job_gpus(wildcards) else exp(wildcards).resources.threads
 
 
 def slurm_signal(wildcards):
     """SLURM's warning signal (USR1) half the stop margin before the time limit: a backstop, since the trainer
     already saves its state and exits `stop_margin_s` before the limit (it reads the job's end time)."""
-    margin = exp(wildcards, "train_experiment")["stop_margin_s"]
+    margin = exp(wildcards, "train_experiment").execution.stop_margin_s
     return f"'--signal=USR1@{max(10, int(margin // 2))}'"
 
 
@@ -222,9 +233,4 @@ def _python():
     return "python" if any("conda" in str(m).lower() for m in methods) else sys.executable
 
 
-def launcher(wildcards):
-    """torchrun for multi-GPU training inside one job (single node; free rendezvous port), else plain python."""
-    n = train_gpus(wildcards)
-    if n > 1:
-        return f"{_python()} -m torch.distributed.run --standalone --nproc_per_node={n}"
-    return _python()
+PYTHON = _python()  # in shell commands (not params: moving the venv or the checkout reruns nothing)

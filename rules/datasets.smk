@@ -66,7 +66,7 @@ rule dataset_stats:
         extractor="inception|demo",
         clip="|-clip",
     params:
-        metrics=config["metrics"],
+        features=to_dict(FEATURES),
     resources:
         gpu=lambda wc: 0 if config["offline"] else 1,
         runtime=60,

@@ -8,8 +8,6 @@ rule metric:
         unpack(metric_inputs),
     output:
         f"{R}/{{experiment}}/metrics/{{metric}}.json",
-    params:
-        metrics=config["metrics"],
     resources:
         gpu=job_gpus,
         runtime=120,
@@ -27,12 +25,11 @@ rule metric:
 rule snapshot_fid:
     input:
         snapshots=f"{R}/{{experiment}}/snapshots",
-        ref=lambda wc: ref_stats(exp(wc)["dataset"]),
-        config=f"{R}/{{experiment}}/config.json",
+        ref=lambda wc: ref_stats(exp(wc).dataset),
+        sampling=lambda wc: settings_file(wc.experiment, "sampling"),
+        evaluation=lambda wc: settings_file(wc.experiment, "evaluation"),
     output:
         f"{R}/{{experiment}}/snapshot-metrics/fid-{{kimg}}.json",
-    params:
-        metrics=config["metrics"],
     resources:
         gpu=job_gpus,
         runtime=30,
@@ -62,13 +59,11 @@ rule pair_fid:
     input:
         samples=f"{R}/{{experiment}}/samples.zip",
         other=f"{R}/{{other}}/samples.zip",
+        evaluation=lambda wc: settings_file(wc.experiment, "evaluation"),
     output:
         f"{R}/{{experiment}}/metrics/fid-vs-{{other}}.json",
     wildcard_constraints:
         other=_alt(EXPERIMENTS),
-    params:
-        metrics=config["metrics"],
-        offline=config["offline"],
     resources:
         gpu=job_gpus,
         runtime=60,

@@ -9,7 +9,7 @@ rule sample_shard:
         f"{R}/{{experiment}}/samples/shard-{{shard}}.npz",
     resources:
         gpu=job_gpus,
-        runtime=lambda wc: 120 if exp(wc)["kind"] == "edm_sampler" else 30,
+        runtime=lambda wc: 120 if exp(wc).kind == "edm_sampler" else 30,
     threads: job_threads
     log:
         f"{L}/sample/{{experiment}}-{{shard}}.log",
@@ -23,7 +23,7 @@ rule sample_shard:
 
 rule merge_samples:
     input:
-        lambda wc: [f"{R}/{wc.experiment}/samples/shard-{k}.npz" for k in range(exp(wc)["eval"]["shards"])],
+        lambda wc: [f"{R}/{wc.experiment}/samples/shard-{k}.npz" for k in range(exp(wc).sampling.shards)],
     output:
         f"{R}/{{experiment}}/samples.zip",
     log:

@@ -1,20 +1,23 @@
 # Training runs. Only the final model (and its summary and snapshots) are declared outputs: the resumable state
-# lives in the undeclared run directory <results>/<experiment>/run, which Snakemake never deletes, so a job killed
-# by a time limit or preemption continues where it stopped when it is resubmitted (retries in the SLURM profile).
+# lives in the undeclared <results>/<experiment>/runs/<run identity>/ (d2o.run_state), which Snakemake never deletes,
+# so a job killed by a time limit or preemption continues where it stopped when it is resubmitted (retries in the
+# SLURM profile), and a state is only ever resumed into the settings and inputs it was made with.
 
 
-rule experiment_config:
+rule settings:
+    """One part of an experiment's typed settings (d2o.settings). Its params are the part itself, so Snakemake's
+    params trigger rewrites the file only when that part changes, and only the jobs reading it rerun."""
     output:
-        f"{R}/{{experiment}}/config.json",
+        f"{R}/{{experiment}}/settings/{{part}}.json",
     params:
-        resolved=lambda wc: EXPERIMENTS[wc.experiment],
+        part=lambda wc: EXPERIMENTS[wc.experiment].part(wc.part),
     localrule: True
     log:
-        f"{L}/experiment_config/{{experiment}}.log",
+        f"{L}/settings/{{experiment}}-{{part}}.log",
     conda:
         "../envs/local.yaml"
     script:
-        "../workflow/scripts/experiment_config.py"
+        "../workflow/scripts/settings.py"
 
 
 rule train:
@@ -25,17 +28,14 @@ rule train:
         summary=f"{R}/{{train_experiment}}/train.json",
         snapshots=directory(f"{R}/{{train_experiment}}/snapshots"),
     params:
-        run_dir=lambda wc: f"{R}/{wc.train_experiment}/run",
-        launcher=launcher,
-        script=f"{SCRIPTS}/train.py",
-        omp=train_omp_threads,
+        runs_dir=lambda wc: f"{R}/{wc.train_experiment}/runs",
         d_init=d_init_arg,
     threads: train_threads
     resources:
         gpu=train_gpus,
         runtime=train_runtime,
-        mem_mb=lambda wc: exp(wc, "train_experiment")["resources"]["mem_mb"],
-        cpus_per_gpu=lambda wc: exp(wc, "train_experiment")["resources"]["cpus_per_gpu"] if train_gpus(wc) else -1,
+        mem_mb=lambda wc: exp(wc, "train_experiment").resources.mem_mb,
+        cpus_per_gpu=lambda wc: exp(wc, "train_experiment").resources.cpus_per_gpu if train_gpus(wc) else -1,
         slurm_extra=slurm_signal,
     log:
         f"{L}/train/{{train_experiment}}.log",
@@ -44,6 +44,9 @@ rule train:
     conda:
         "../envs/gpu.yaml"
     shell:
-        "OMP_NUM_THREADS={params.omp} {params.launcher} {params.script} --config {input.config} "
-        "--dataset {input.dataset} --init {input.init} {params.d_init} --run-dir {params.run_dir} --output {output.model} "
-        "--snapshots {output.snapshots} >> {log} 2>&1"
+        # train.py starts one process per GPU itself (torchrun): the GPU count is a resource, not a parameter, so a
+        # change of resources.gpus reruns nothing (the registry's batch_gpu keeps the iteration the same)
+        f"{PYTHON} {SCRIPTS}/train.py --gpus {{resources.gpu}} --threads {{threads}} --training {{input.training}} "
+        "--execution {input.execution} --dataset {input.dataset} --init {input.init} {params.d_init} "
+        "--runs-dir {params.runs_dir} --output {output.model} --snapshots {output.snapshots} "
+        ">> {log} 2>&1"

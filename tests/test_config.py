@@ -1,10 +1,12 @@
-"""The config registry: both registries validate; bad input gives one-line errors naming the key and the fix."""
+"""The config registry: both registries validate; bad input gives one-line errors naming the key and the fix; every
+experiment resolves into typed settings (d2o.settings) with no knob it does not use."""
 import copy
 
 import pytest
 import yaml
 
-from d2o.config import ConfigError, load_config, resolve_experiment, snapshot_kimgs, validate
+from d2o.config import ConfigError, experiment_settings, load_config, resolve_experiment, validate
+from d2o.settings import Experiment, SettingsError
 
 PAPER, DEMO = "config/config.yaml", "config/demo.yaml"
 
@@ -53,19 +55,19 @@ def test_bad_value_names_key_and_choices():
 def test_unknown_key_lists_valid_keys():
     cfg = raw(PAPER)
     cfg["experiments"]["cifar10-uncond-d2o"]["lr_gen"] = 1
-    with pytest.raises(ConfigError, match=r"x.yaml: experiments\.cifar10-uncond-d2o: .*'lr_gen'.*valid keys:"):
+    with pytest.raises(ConfigError, match=r"x.yaml: experiments\.cifar10-uncond-d2o\.lr_gen: .*'lr_gen'.*did you mean lr_g.*valid keys:"):
         validate(cfg, "x.yaml")
 
 
 def test_per_gpu_batch_is_the_papers_and_must_divide(paper):
     """The registry pins the paper's 8-GPU per-GPU batch (spec §4 loss weighting); fewer GPUs only add rounds."""
-    assert resolve_experiment(paper, "cifar10-uncond-d2o")["batch_gpu"] == 32
-    assert resolve_experiment(paper, "imagenet64-d2o")["batch_gpu"] == 64
-    assert resolve_experiment(paper, "cifar10-uncond-d2o-f-trainsh")["batch_gpu"] == 64   # train.sh: 4 GPUs x 64
+    assert experiment_settings(paper, "cifar10-uncond-d2o").training.batch_gpu == 32
+    assert experiment_settings(paper, "imagenet64-d2o").training.batch_gpu == 64
+    assert experiment_settings(paper, "cifar10-uncond-d2o-f-trainsh").training.batch_gpu == 64   # train.sh: 4 GPUs x 64
     cfg = raw(PAPER)
     cfg["experiments"]["cifar10-uncond-d2o"]["resources"] = {"gpus": 3}
-    with pytest.raises(ConfigError, match=r"x.yaml: experiments\.cifar10-uncond-d2o\.batch_gpu: batch 256 is not a multiple "
-                                          r"of resources\.gpus \(3\) x batch_gpu \(32\)"):
+    with pytest.raises(ConfigError, match=r"x.yaml: dataset_defaults\.cifar10\.batch_gpu: batch 256 is not a multiple "
+                                          r"of resources\.gpus \(3\) x batch_gpu \(32\).*\(experiment cifar10-uncond-d2o\)"):
         validate(cfg, "x.yaml")
 
 
@@ -82,7 +84,7 @@ def test_round_batch_is_checked_at_config_time():
                                           r"\(32\) that divides the 128 samples per GPU .*choose one of 32, 64, 128$"):
         validate(with_run(round_batch=48, resources={"gpus": 2, "hours": 6}), "x.yaml")
     with pytest.raises(ConfigError, match=r"experiments\.x\.round_batch: several virtual GPUs per pass need the projected "
-                                          r"discriminator \(discriminator.type is 'vgg16'\)"):
+                                          r"discriminator"):
         validate(with_run(round_batch=64, resources={"gpus": 2, "hours": 6}, discriminator={"type": "vgg16"}), "x.yaml")
 
 
@@ -96,7 +98,7 @@ def test_checkpoint_kinds_are_checked():
              ({"extends": "cifar10-uncond-d2o", "init": "stylegan2ada-cifar10"},
               r"experiments\.x\.init: checkpoint 'stylegan2ada-cifar10' is of kind 'stylegan2ada-discriminator'"),
              ({"extends": "cifar10-uncond-d2o", "discriminator": {"init": "stylegan2ada-cifar10"}},
-              r"experiments\.x\.discriminator\.init: only a stylegan2 discriminator starts from a checkpoint"),
+              r"experiments\.x\.discriminator\.init: discriminator type 'projected' does not use it"),
              ({"extends": "cifar10-uncond-d-sg2-scratch", "discriminator": {"init": "sg2"}},
               r"experiments\.x\.discriminator\.init: unknown checkpoint 'sg2'")]
     for keys, message in cases:
@@ -137,7 +139,7 @@ def test_missing_file():
 
 
 def test_snapshot_schedule(paper):
-    ks = snapshot_kimgs(resolve_experiment(paper, "cifar10-uncond-d2o"))
+    ks = experiment_settings(paper, "cifar10-uncond-d2o").training.snapshot_kimgs()
     assert ks[:3] == [200, 250, 500] and ks[-1] == 5000 and len(ks) == 21
 
 
@@ -149,3 +151,72 @@ def test_compile_off_unquoted_is_accepted():
     cfg["experiments"]["demo-d2o"]["compile"] = "fast"
     with pytest.raises(ConfigError, match="experiments.demo-d2o.compile"):
         validate(cfg)
+
+
+def test_every_experiment_is_typed_with_only_the_knobs_it_uses(paper):
+    """Table 1 rows change the discriminator type through `extends`: the projected D's knobs are not inherited."""
+    vgg = experiment_settings(paper, "cifar10-uncond-d-vgg16").training.discriminator
+    assert (vgg.type, vgg.ada_target, vgg.backbones, vgg.resolution, vgg.diffaug) == ("vgg16", 0.6, None, None, None)
+    lpips = experiment_settings(paper, "cifar10-uncond-d-lpips").training.discriminator
+    assert (lpips.type, lpips.ada_target) == ("lpips", 0.6)                     # common knobs carry over
+    sg2 = experiment_settings(paper, "cifar10-uncond-d-sg2-pretrained").training.discriminator
+    assert (sg2.channel_max, sg2.init, sg2.backbones) == (512, "stylegan2ada-cifar10", None)
+    cd = experiment_settings(paper, "cifar10-uncond-cd").training
+    assert cd.discriminator is None and cd.loss is None and cd.lr_d is None and cd.r1_gamma is None and cd.cd.N == 18
+    assert experiment_settings(paper, "cifar10-uncond-d2o").training.cd is None
+    edm = experiment_settings(paper, "imagenet64-edm")
+    assert edm.training is None and edm.sampling.heun.num_steps == 40 and edm.sampling.method == "edm_heun"
+    assert experiment_settings(paper, "cifar10-uncond-teacher-2-ms0.8").sampling.method == "multistep"
+    for name in paper["experiments"]:
+        assert isinstance(experiment_settings(paper, name), Experiment)
+
+
+@pytest.mark.parametrize("where, keys, message", [
+    ("cifar10-uncond-d-vgg16", {"discriminator": {"type": "vgg16", "resolution": 64}},
+     r"experiments\.cifar10-uncond-d-vgg16\.discriminator\.resolution: discriminator type 'vgg16' does not use it"),
+    ("cifar10-uncond-edm", {"lr_g": 1e-3}, r"experiments\.cifar10-uncond-edm\.lr_g: an edm_sampler experiment does not use it"),
+    ("cifar10-uncond-cd", {"r1_gamma": 0.1}, r"experiments\.cifar10-uncond-cd\.r1_gamma: method 'cd' does not use it"),
+    ("cifar10-uncond-d2o", {"cd": {"N": 4}}, r"experiments\.cifar10-uncond-d2o\.cd: method 'gan' does not use it"),
+    ("cifar10-uncond-d2o", {"middle_sigma": 0.5}, r"middle_sigma: only a 2-step generator has a middle sigma"),
+    ("cifar10-uncond-d2o", {"sampler": {"checkpoint": "edm-cifar10-uncond"}}, r"\.sampler: a train experiment does not use it"),
+])
+def test_a_knob_the_experiment_does_not_use_is_an_error(where, keys, message):
+    cfg = raw(PAPER)
+    cfg["experiments"][where].update(keys)
+    with pytest.raises(ConfigError, match=message + r".*remove it"):
+        validate(cfg, "x.yaml")
+
+
+def test_errors_name_the_link_that_wrote_the_key():
+    """A typo under `defaults:` or `dataset_defaults:` is reported there, not on the first experiment."""
+    cfg = raw(PAPER)
+    cfg["defaults"]["lr_gg"] = 1
+    with pytest.raises(ConfigError, match=r"x.yaml: defaults\.lr_gg: Additional properties"):
+        validate(cfg, "x.yaml")
+    cfg = raw(PAPER)
+    cfg["dataset_defaults"]["cifar10"]["loss"] = {"kind": "nss"}
+    with pytest.raises(ConfigError, match=r"x.yaml: dataset_defaults\.cifar10\.loss\.kind: 'nss' is not one of"):
+        validate(cfg, "x.yaml")
+    cfg = raw(PAPER)
+    cfg["dataset_defaults"]["cifar10"]["batch_gpu"] = 7
+    with pytest.raises(ConfigError, match=r"x.yaml: dataset_defaults\.cifar10\.batch_gpu: batch 256 is not a multiple"):
+        validate(cfg, "x.yaml")
+
+
+def test_typed_settings_reject_hand_made_unused_knobs(paper):
+    r = resolve_experiment(paper, "cifar10-uncond-d-vgg16")
+    Experiment.from_resolved(r)
+    with pytest.raises(SettingsError, match=r"experiments\.cifar10-uncond-d-vgg16\.discriminator\.cout: discriminator type "
+                                            r"'vgg16' does not use it"):
+        Experiment.from_resolved({**r, "discriminator": {**r["discriminator"], "cout": 64}})
+
+
+def test_settings_parts_round_trip(paper):
+    from d2o.settings import PARTS, Evaluation, Execution, Sampling, Training, from_dict
+
+    e = experiment_settings(paper, "imagenet64-d2o-f")
+    for part, cls in zip(PARTS, (Training, Execution, Sampling, Evaluation)):
+        data = e.part(part)
+        assert data["experiment"] == e.name and from_dict(cls, data[part]) == getattr(e, part)
+    with pytest.raises(SettingsError, match=r"Training: unknown key\(s\) \['lr_gen'\]"):
+        from_dict(Training, {**e.part("training")["training"], "lr_gen": 1})

@@ -71,7 +71,7 @@ def test_pretrained_discriminator_checkpoint_through_the_dag(tmp_path):
     import torch
     import yaml
 
-    from d2o.discriminators import StyleGAN2Discriminator
+    from d2o.stylegan2_discriminator import StyleGAN2Discriminator
     from helpers_edm_pickle import write_stylegan2ada_pickle
 
     torch.manual_seed(0)

@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from d2o.diffaug import diff_augment, rand_cutout, rand_translation
-from d2o.discriminators import StyleGAN2Discriminator, build_discriminator, minibatch_std
+from d2o.discriminators import build_discriminator
+from d2o.stylegan2_discriminator import StyleGAN2Discriminator, minibatch_std
 from d2o.feature_networks import build_feature_network
 from d2o.projected_discriminator import MiniDiscriminator, ProjectedDiscriminator
 from d2o.r1 import lazy_adam_params, r1_penalty, sanitize_grads
@@ -191,7 +192,7 @@ def _stylegan2ada_fixture(tmp_path, label_dim=3, **overrides):
 def test_stylegan2ada_checkpoint_converts_and_loads(tmp_path):
     """Table 1 'StyleGAN2 (Pre-trained)': StyleGAN2-ADA's D is read without running code from the pickle, converted,
     and computes the same logits; an unconditional experiment drops the label mapping and re-initialises b4.out."""
-    from d2o.discriminators import convert_stylegan2ada_discriminator, load_stylegan2_checkpoint
+    from d2o.stylegan2ada_checkpoint import convert_stylegan2ada_discriminator, load_stylegan2_checkpoint
 
     D, pkl = _stylegan2ada_fixture(tmp_path)
     dst = convert_stylegan2ada_discriminator(pkl, tmp_path / "d.safetensors", extra={"sha256": "x"})
@@ -223,7 +224,7 @@ def test_stylegan2ada_checkpoint_computes_stylegan2adas_logits(tmp_path, name):
     import json
     from pathlib import Path
 
-    from d2o.discriminators import _stylegan2ada_kwargs, convert_stylegan2ada_discriminator, load_stylegan2_checkpoint
+    from d2o.stylegan2ada_checkpoint import _stylegan2ada_kwargs, convert_stylegan2ada_discriminator, load_stylegan2_checkpoint
     from helpers_edm_pickle import write_stylegan2ada_pickle
 
     folder = Path(__file__).parent / "fixtures" / "stylegan2ada_reference"
@@ -247,7 +248,7 @@ def test_stylegan2ada_checkpoint_computes_stylegan2adas_logits(tmp_path, name):
 
 
 def test_stylegan2ada_checkpoint_refuses_what_it_does_not_model(tmp_path):
-    from d2o.discriminators import convert_stylegan2ada_discriminator
+    from d2o.stylegan2ada_checkpoint import convert_stylegan2ada_discriminator
     from d2o.edm.persistence import EDMPickleError
     from helpers_edm_pickle import write_edm_pickle
 

@@ -81,3 +81,12 @@ def test_fig6(tmp_path):
     fm = {"dec 8x8": RNG.random((8, 8)), "dec 16x16": RNG.random((16, 16)), "dec 32x32": RNG.random((32, 32))}
     sig = np.geomspace(80, 0.002, 10)
     _check(figures.fig6(fm, RNG.standard_normal((10, 22)), RNG.standard_normal((10, 5)), sig, LABEL), tmp_path, "fig6")
+
+
+def test_grid_slot_names():
+    from d2o.figures import grid_slot
+
+    assert grid_slot("afhqv2_d2o_f") == ("afhqv2", "D2O-F") and grid_slot("cifar10_cond_edm") == ("cifar10_cond", "EDM")
+    assert grid_slot("demo_scratch") == ("demo", "scratch")
+    with pytest.raises(ValueError, match="grid slot 'afhqv2_sid'"):
+        grid_slot("afhqv2_sid")

@@ -209,3 +209,25 @@ def test_centered_puts_dc_in_middle():
     spec = torch.fft.fft2(torch.ones(8, 8)).abs()
     c = centered(spec)
     assert c[4, 4] == 64 and c.sum() == 64
+
+
+def test_figure_data_of_a_real_heun_run():
+    """The arrays of Figs 4 and 6 from a tiny EDM NCSN++ run through EDM's Heun sampler (the frequency_analysis job)."""
+    from d2o.edm import model_io
+    from d2o.frequency import TrajectoryRecorder, figure_data
+    from d2o.sampling import edm_sample
+
+    torch.manual_seed(0)
+    net = model_io.build("EDMPrecond", img_resolution=16, img_channels=3, label_dim=0, model_type="SongUNet",
+                         model_channels=8, channel_mult=[1, 2], num_blocks=1, attn_resolutions=[8],
+                         embedding_type="fourier", channel_mult_noise=2, encoder_type="residual",
+                         decoder_type="standard", resample_filter=[1, 3, 3, 1])
+    rec, steps = TrajectoryRecorder(), 4
+    with block_hooks(net) as blocks:
+        edm_sample(net, [0, 1], num_steps=steps, record=rec)
+    out = figure_data(rec.records, blocks.records, steps, [0, 2, 9], label="x")
+    assert out["steps_shown"].tolist() == [0, 2] and out["I"].shape[0] == 2 and out["D_O"].shape[0] == 2
+    assert str(out["deep_block"]).startswith("dec.8x8") and str(out["shallow_block"]).startswith("dec.16x16")
+    names = [str(n) for n in out["fmap_names"]]
+    assert names == sorted(names, key=lambda n: (int(n.split(".")[1].split("x")[0]), n))
+    assert out["fmap_in_0"].shape[-1] == 8 and out["radial_deep"].shape[0] == steps

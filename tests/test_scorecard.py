@@ -63,3 +63,19 @@ def test_own_list_input_and_write(tmp_path):
     assert len(_csv(text)) == N_OWN
     scorecard.write(LIT, {}, PAPER, tmp_path / "s.md", tmp_path / "s.csv")
     assert (tmp_path / "s.md").read_text().startswith("# D2O reproduction scorecard")
+
+
+def test_each_number_names_the_model_and_code_that_made_it(tmp_path):
+    """made_by comes from the metric file: the model identity and the git commit of its provenance."""
+    import json
+
+    from d2o import report
+
+    m = tmp_path / "run-x" / "metrics"
+    m.mkdir(parents=True)
+    (m / "fid.json").write_text(json.dumps({"value": 1.7, "label": PAPER, "model_identity": "abc123",
+                                            "provenance": {"code": {"commit": "0123456789abcdef", "dirty": True}}}))
+    computed = report.scorecard_values(tmp_path, {"table4": {"d2o_uncond": "run-x"}})
+    assert computed[("table4", "d2o_uncond", "fid")] == (1.7, "run-x", "abc123 @ 0123456789+dirty")
+    row = next(r for r in _csv(scorecard.build(LIT, computed, PAPER)[1]) if r["id"] == "table4/d2o_uncond/fid")
+    assert row["made_by"] == "abc123 @ 0123456789+dirty" and row["reproduced"] == "1.7"

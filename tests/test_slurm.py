@@ -50,18 +50,19 @@ def test_demo_subset_through_sbatch_with_time_limit_resume(tmp_path):
     assert all(s in ("FAILED", "TIMEOUT") for s in states[:-1]), acct
     assert rows[ids["train"][0]][2] == "00:01:00" and rows[ids["train"][1]][2] == "00:02:00", acct  # runtime grows
 
-    run = tmp_path / "results/slurm-test/slurm-d2o/run"
+    (run,) = (tmp_path / "results/slurm-test/slurm-d2o/runs").iterdir()  # the run directory of its identity
     stats = [json.loads(l) for l in (run / "stats.jsonl").read_text().splitlines()]
     train_log = (tmp_path / "logs/slurm-test/train/slurm-d2o.log").read_text()
     assert "resumed" in train_log, train_log[-3000:]
 
     # the resumed run equals an uninterrupted local run of the same job
     ref = tmp_path / "ref"
-    cfg = tmp_path / "results/slurm-test/slurm-d2o/config.json"
-    subprocess.run([sys.executable, str(REPO / "workflow/scripts/train.py"), "--config", str(cfg),
+    settings = tmp_path / "results/slurm-test/slurm-d2o/settings"
+    subprocess.run([sys.executable, str(REPO / "workflow/scripts/train.py"), "--training", str(settings / "training.json"),
+                    "--execution", str(settings / "execution.json"),
                     "--dataset", str(tmp_path / "resources/slurm-test/datasets/shapes16.zip"),
                     "--init", str(tmp_path / "results/slurm-test/checkpoints/tiny-edm.safetensors"),
-                    "--run-dir", str(ref), "--output", str(ref / "model.safetensors"), "--snapshots", str(ref / "snaps")],
+                    "--runs-dir", str(ref), "--output", str(ref / "model.safetensors"), "--snapshots", str(ref / "snaps")],
                    check=True, env={**env, "OMP_NUM_THREADS": "1"}, capture_output=True)
     assert _digest(ref / "model.safetensors") == _digest(tmp_path / target)
     assert stats[-1]["kimg"] == pytest.approx(3.2)

@@ -23,8 +23,17 @@ SLOTS = {
     "table12": ["d2o_f_imagenet"],
     "thesis": ["pretrained", "scratch"],
 }
-HP = dict(arch="ncsnpp", lr_g=1e-4, lr_d=1e-4, batch=256, r1_gamma=1e-4, ema_halflife_mimg=0.5, ema_rampup=0.05,
-          duration_mimg_d2o=5, duration_mimg_d2o_f=5, bf16=True, dropout=0.0, augment=False, gpus=4)
+
+
+def table10_data(config_path="config/config.yaml", **changes):
+    """Table 10's data from a real registry (d2o.tables.table10_columns over its typed settings)."""
+    from d2o.config import checkpoint_architectures, experiment_settings, load_config
+
+    cfg = load_config(config_path)
+    for name, keys in changes.items():
+        cfg["experiments"][name].update(keys)
+    exps = {n: experiment_settings(cfg, n) for n in cfg["experiments"]}
+    return tables.table10_columns(cfg["tables"]["table10"]["slots"], exps, checkpoint_architectures(cfg))
 
 
 def full_entry(i):
@@ -35,8 +44,8 @@ def full_entry(i):
 
 def datasets(name):
     if name == "table10":
-        return {"empty": {}, "partial": {"cifar10": HP},
-                "full": {c: dict(HP) for c in ("cifar10", "afhqv2", "ffhq", "imagenet")}}
+        full = table10_data()
+        return {"empty": {}, "partial": {"cifar10": full["cifar10"]}, "full": full}
     slots = SLOTS[name]
     return {"empty": {}, "partial": {slots[0]: {"experiment": "only_one", "fid": None}},
             "full": {s: full_entry(i) for i, s in enumerate(slots)}}
@@ -97,15 +106,40 @@ def test_table3_shares_header():
     assert "Conv (paper 85.8%)" in md0
 
 
-def test_table10_differences():
-    _, md = tables.make_table("table10", {"cifar10": HP, "imagenet": dict(HP, arch="adm", r1_gamma=1e-4, batch=512)}, LIT, PAPER)
-    gpus = next(line for line in md.splitlines() if "Number of GPUs" in line)
-    assert "4 (paper 8)" in gpus
-    g = next(line for line in md.splitlines() if "regularization" in line)
-    assert "1e-4 (paper 4e-4)" in g                # ImageNet gamma differs (spec 11.1)
-    arch = next(line for line in md.splitlines() if "G architecture" in line)
-    assert "paper" not in arch.split("|")[1 + 1]   # ncsnpp == NCSN++ (no bracket)
-    assert "- (paper 2e-5)" in md                  # AFHQv2 column not run
+def test_table10_from_the_paper_registry():
+    """Rendered from config/config.yaml: one column per dataset (D2O and D2O-F merged), ours beside the paper's in
+    every cell, differing cells marked; the registry follows Table 10, so nothing differs."""
+    data = table10_data()
+    assert list(data) == ["cifar10", "afhqv2", "ffhq", "imagenet"]
+    assert data["imagenet"]["experiments"] == {"d2o": "imagenet64-d2o", "d2o_f": "imagenet64-d2o-f"}
+    _, md = tables.make_table("table10", data, LIT, PAPER)
+    header = md.splitlines()[2]
+    assert header.count("|") == 6 and "ImageNet 64x64" in header and "d2o" not in header.lower()
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]] for line in md.splitlines()[4:]
+            if line.startswith("|") and "Label" not in line}
+    assert rows["G architecture"] == ["NCSN++ (paper NCSN++)"] * 3 + ["ADM (paper ADM)"]
+    assert rows["Training images, D2O-F (Mimg)"] == ["5 (paper 5)", "10 (paper 10)", "10 (paper 10)", "5 (paper 5)"]
+    assert rows["\u03b3_r1 (regularization)"][3] == "4e-4 (paper 4e-4)"
+    assert rows["Number of GPUs"] == ["8 (paper 8)"] * 4
+    assert all("(paper" in c and tables.DIFFERS not in c for r in rows.values() for c in r)
+    assert "marks the 0 cells that differ" in md
+
+
+def test_table10_marks_what_differs():
+    """An edit of the registry shows in Table 10: the train.sh ImageNet gamma, 4 GPUs, a D2O-F-only learning rate."""
+    data = table10_data(**{"imagenet64-d2o": {"r1_gamma": 1e-4, "resources": {"gpus": 4, "hours": 30}},
+                           "imagenet64-d2o-f": {"r1_gamma": 1e-4, "lr_g": 1e-5}})
+    _, md = tables.make_table("table10", data, LIT, PAPER)
+    line = lambda key: next(l for l in md.splitlines() if key in l)  # noqa: E731
+    assert f"{tables.DIFFERS}1e-4 (paper 4e-4)" in line("regularization")
+    assert f"{tables.DIFFERS}4 (paper 8)" in line("Number of GPUs")
+    assert f"{tables.DIFFERS}8e-6 (D2O-F 1e-5) (paper 8e-6)" in line("G LR")
+    assert "marks the 3 cells that differ" in md
+
+
+def test_table10_from_the_demo_registry_names_its_dataset():
+    _, md = tables.make_table("table10", table10_data("config/demo.yaml"), LIT, DEMO)
+    assert "CIFAR-10 [shapes16]" in md and "AFHQv2 64x64, FFHQ 64x64, ImageNet 64x64: not run in this config" in md
 
 
 def test_latex_escape():
@@ -156,3 +190,9 @@ def test_write_table(tmp_path):
     tables.write_table("table5", {}, LIT, PAPER, tmp_path / "t5.tex", tmp_path / "t5.md")
     assert (tmp_path / "t5.tex").read_text().startswith(r"\documentclass")
     assert "AFHQv2" in (tmp_path / "t5.md").read_text()
+
+
+def test_table10_slot_names():
+    assert tables.table10_slot("imagenet_d2o_f") == ("imagenet", "d2o_f")
+    with pytest.raises(ValueError, match="table10 slot 'imagenet64_d2o'"):
+        tables.table10_slot("imagenet64_d2o")

@@ -1,4 +1,5 @@
-"""The training loop on CPU at toy scale: a GAN that moves, and bitwise-identical resume."""
+"""The training loop on CPU at toy scale: a GAN that moves, bitwise-identical resume, and a run bound to its
+settings (run identities, d2o.run_state)."""
 import hashlib
 import json
 import os
@@ -15,6 +16,8 @@ import torch
 from d2o.config import load_config, resolve_experiment
 from d2o.datasets import make_shapes, write_dataset_zip
 from d2o.edm import model_io
+from d2o.io import atomic_write_json
+from d2o.settings import Experiment, SettingsError
 from d2o.training import RESUME_EXIT_CODE, Trainer
 
 NET = dict(img_resolution=16, img_channels=3, label_dim=0, model_type="SongUNet", model_channels=8, channel_mult=[1, 2],
@@ -32,14 +35,38 @@ def toy(tmp_path_factory):
     exp = resolve_experiment(load_config("config/demo.yaml"), "demo-d2o")
     exp.update(batch=8, duration_mimg=8 * 12 / 1e6, state_minutes=1e-4, r1_interval=4, log_every_kimg=0.008,
                snapshot_kimg={"first": 0.032, "every": 0.048})
-    (root / "exp.json").write_text(json.dumps(exp))
+    _write_parts(root, exp)
     return root, exp
 
 
-def _run(root, exp, run_dir, stop_after=None):
+def _write_parts(folder, exp):
+    """The settings files of the DAG (rule settings) for the train.py CLI."""
+    e = Experiment.from_resolved(exp)
+    for part in ("training", "execution"):
+        atomic_write_json(folder / f"{part}.json", e.part(part))
+
+
+def _trainer(root, exp: dict, runs, d_init=None):
+    """A Trainer of the resolved experiment dict `exp` (typed by d2o.settings), its run directories under `runs`."""
+    e = Experiment.from_resolved(exp)
+    return Trainer(e.name, e.training, e.execution, runs, root / "data.zip", root / "init.safetensors", d_init_path=d_init)
+
+
+def _run(root, exp, runs, stop_after=None, d_init=None):
     torch.set_num_threads(1)
-    t = Trainer(exp, run_dir, root / "data.zip", root / "init.safetensors")
-    return t, t.run(run_dir / "model.safetensors", [1], stop_after_iters=stop_after)
+    t = _trainer(root, exp, runs, d_init)
+    return t, t.run(runs / "model.safetensors", stop_after_iters=stop_after)
+
+
+def _stats(t):
+    return [json.loads(l) for l in t.run_dir.stats_file.read_text().splitlines()]
+
+
+def _cli_args(root, run, parts=None):
+    parts = parts or root
+    return ["--training", str(parts / "training.json"), "--execution", str(parts / "execution.json"),
+            "--dataset", str(root / "data.zip"), "--init", str(root / "init.safetensors"),
+            "--runs-dir", str(run), "--output", str(run / "model.safetensors"), "--snapshots", str(run / "snaps")]
 
 
 def _digest(path):
@@ -50,14 +77,19 @@ def test_gan_moves_and_writes_outputs(toy, tmp_path):
     root, exp = toy
     t, code = _run(root, exp, tmp_path / "run")
     assert code == 0 and t.it == 12 and t.nimg == 96
-    stats = [json.loads(l) for l in (tmp_path / "run" / "stats.jsonl").read_text().splitlines()]
+    stats = _stats(t)
     assert len(stats) == 12 and all(k in stats[0] for k in ("loss_G", "loss_D", "logits_real", "logits_fake", "img_per_s", "eta_s"))
     assert any("loss_r1" in s for s in stats)                     # lazy R1 at it 4, 8
     assert len({round(s["loss_D"], 6) for s in stats}) > 1        # losses move
     gap = [s["logits_real"] - s["logits_fake"] for s in stats]
     assert max(gap[-4:]) > min(gap[:2])                            # D learns to separate real from fake
     summary = json.loads((tmp_path / "run" / "train.json").read_text())
-    assert summary["images"] == 96 and summary["offline"] is True and "not comparable" in summary["label"]
+    assert summary["images"] == 96 and summary["offline"] is True
+    assert summary["model_identity"] == t.identity["model"] and summary["run_identity"] == t.run_dir.path.name
+    assert set(summary["inputs"]) == {"dataset", "init"} and summary["settings"]["training"]["lr_g"] == exp["lr_g"]
+    prov = summary["provenance"]
+    assert prov["versions"]["torch"] == torch.__version__.split("+")[0] or prov["versions"]["torch"].startswith(torch.__version__.split("+")[0])
+    assert prov["hardware"]["device"] == "cpu" and "commit" in prov["code"]
     g = model_io.load_network(tmp_path / "run" / "model.safetensors")
     assert type(g).__name__ == "D2OPrecond"
     ema_changed = any(not torch.equal(a, b.cpu()) for a, b in zip(g.state_dict().values(), t.G.state_dict().values()))
@@ -66,36 +98,35 @@ def test_gan_moves_and_writes_outputs(toy, tmp_path):
 
 def test_stop_and_resume_is_bitwise_identical(toy, tmp_path):
     root, exp = toy
-    _run(root, exp, tmp_path / "a")
+    a, _ = _run(root, exp, tmp_path / "a")
     _, code = _run(root, exp, tmp_path / "b", stop_after=5)
     assert code == RESUME_EXIT_CODE and not (tmp_path / "b" / "model.safetensors").exists()
     t, code = _run(root, exp, tmp_path / "b")
     assert code == 0 and t.it == 12
     assert _digest(tmp_path / "a" / "model.safetensors") == _digest(tmp_path / "b" / "model.safetensors")
-    a_state = torch.load(tmp_path / "a" / "training-state.pt", weights_only=True)
-    b_state = torch.load(tmp_path / "b" / "training-state.pt", weights_only=True)
+    a_state = torch.load(a.run_dir.state_file, weights_only=True)
+    b_state = torch.load(t.run_dir.state_file, weights_only=True)
     for part in ("G", "G_ema", "D"):
         for k in a_state[part]:
             assert torch.equal(a_state[part][k], b_state[part][k]), (part, k)
-    lines = (tmp_path / "b" / "stats.jsonl").read_text().splitlines()
-    assert [json.loads(l)["it"] for l in lines] == list(range(1, 13))   # no duplicated log lines after resume
+    assert [s["it"] for s in _stats(t)] == list(range(1, 13))   # no duplicated log lines after resume
+    assert [s["it"] for s in json.loads((tmp_path / "b" / "train.json").read_text())["starts"]] == [5]
 
 
 @pytest.mark.slow
 def test_sigkill_at_random_points_then_resume(toy, tmp_path):
     """SIGKILL the training CLI at several moments; the restarted run ends bitwise-identical to an uninterrupted one."""
     root, exp = toy
-    cmd = lambda run: [sys.executable, "workflow/scripts/train.py", "--config", str(root / "exp.json"),  # noqa: E731
-                       "--dataset", str(root / "data.zip"), "--init", str(root / "init.safetensors"),
-                       "--run-dir", str(run), "--output", str(run / "model.safetensors"), "--snapshots", str(run / "snaps")]
+    cmd = lambda run: [sys.executable, "workflow/scripts/train.py", *_cli_args(root, run)]  # noqa: E731
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run(cmd(tmp_path / "ref"), check=True, env=env, capture_output=True)
     run = tmp_path / "killed"
     killed_mid_run = 0
     for target in (2, 5, 8):  # kill once the run has logged this many iterations (state is saved every iteration)
         p = subprocess.Popen(cmd(run), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        stats = run / "stats.jsonl"
-        while p.poll() is None and (not stats.exists() or len(stats.read_text().splitlines()) < target):
+        stats = [*run.glob("*/stats.jsonl"), None][0]
+        while p.poll() is None and (stats is None or len(stats.read_text().splitlines()) < target):
+            stats = [*run.glob("*/stats.jsonl"), None][0]
             time.sleep(0.02)
         if p.poll() is None:
             p.send_signal(signal.SIGKILL)
@@ -110,10 +141,10 @@ def test_sigkill_at_random_points_then_resume(toy, tmp_path):
 
 def test_sigusr1_saves_state_and_exits_75(toy, tmp_path):
     root, exp = toy
-    t = Trainer(exp, tmp_path / "s", root / "data.zip", root / "init.safetensors")
+    t = _trainer(root, exp, tmp_path / "s")
     t._on_signal(signal.SIGUSR1, None)
-    assert t.run(tmp_path / "s" / "model.safetensors", [1]) == RESUME_EXIT_CODE
-    assert (tmp_path / "s" / "training-state.pt").exists() and t.it == 1
+    assert t.run(tmp_path / "s" / "model.safetensors") == RESUME_EXIT_CODE
+    assert t.run_dir.state_file.exists() and t.it == 1
 
 
 def test_accumulation_rounds_train_and_resume_bitwise(toy, tmp_path):
@@ -122,20 +153,20 @@ def test_accumulation_rounds_train_and_resume_bitwise(toy, tmp_path):
     exp = dict(exp, batch_gpu=4, duration_mimg=8 * 6 / 1e6)
     t, code = _run(root, exp, tmp_path / "a")
     assert code == 0 and t.rounds == 2 and t.nimg == 48
-    stats = [json.loads(l) for l in (tmp_path / "a" / "stats.jsonl").read_text().splitlines()]
+    stats = _stats(t)
     assert any("loss_r1" in s for s in stats) and all(np.isfinite(s["loss_D"]) for s in stats)
     _run(root, exp, tmp_path / "b", stop_after=3)
     _run(root, exp, tmp_path / "b")
     assert _digest(tmp_path / "a" / "model.safetensors") == _digest(tmp_path / "b" / "model.safetensors")
-    with pytest.raises(ValueError, match="batch_gpu 3"):
-        Trainer(dict(exp, batch_gpu=3), tmp_path / "c", root / "data.zip", root / "init.safetensors")
+    with pytest.raises(SettingsError, match=r"batch_gpu: batch 8 is not a multiple of .* x batch_gpu \(3\)"):
+        _trainer(root, dict(exp, batch_gpu=3), tmp_path / "c")
 
 
 @pytest.mark.parametrize("d_precision, tf32", [("fp32", False), ("tf32", True), ("bf16", False)])
 def test_d_precision_sets_tf32(toy, tmp_path, d_precision, tf32):
     """`fp32` is the authors' (TF32 off for cuDNN and matmuls); `tf32` turns it on; `bf16` autocasts D (CUDA only)."""
     root, exp = toy
-    t = Trainer(dict(exp, d_precision=d_precision), tmp_path / "p", root / "data.zip", root / "init.safetensors")
+    t = _trainer(root, dict(exp, d_precision=d_precision), tmp_path / "p")
     assert torch.backends.cudnn.allow_tf32 is tf32 and torch.backends.cuda.matmul.allow_tf32 is tf32
     with t._autocast(d_precision):
         assert torch.is_autocast_enabled("cuda") is (d_precision == "bf16" and t.device.type == "cuda")
@@ -154,17 +185,18 @@ def _step_grads(trainer, it):
 def test_accumulation_rounds_equal_a_two_gpu_iteration(toy, tmp_path, monkeypatch):
     """One process with 2 rounds (batch_gpu = batch / 2) applies the mean of the gradients that ranks 0 and 1 of a
     2-GPU run compute (G step, D step and R1 step; DiffAugment on), up to float summation order."""
-    import d2o.training as training
+    from d2o import distributed
+    from d2o.r1 import sanitize_grads
 
     root, exp = toy
     exp = dict(exp, discriminator=dict(exp["discriminator"], diffaug=True))  # global random draws per virtual rank
-    args = (root / "data.zip", root / "init.safetensors")
-    one = _step_grads(Trainer(dict(exp, batch_gpu=exp["batch"] // 2), tmp_path / "one", *args), exp["r1_interval"])
-    monkeypatch.setattr(training, "_allreduce_mean", lambda world: None)  # each rank's own gradients
+    one = _step_grads(_trainer(root, dict(exp, batch_gpu=exp["batch"] // 2), tmp_path / "one"), exp["r1_interval"])
+    monkeypatch.setattr(distributed, "reduce_grads", lambda params, world: sanitize_grads(params))  # each rank's own
     ranks = []
     for rank in (0, 1):
-        monkeypatch.setattr(training, "_dist_info", lambda rank=rank: (rank, 2, torch.device("cpu")))
-        ranks.append(_step_grads(Trainer(exp, tmp_path / f"rank{rank}", *args), exp["r1_interval"]))
+        monkeypatch.setattr(distributed, "init", lambda rank=rank: (rank, 2, torch.device("cpu")))
+        ranks.append(_step_grads(_trainer(root, dict(exp, batch_gpu=exp["batch"] // 2), tmp_path / f"rank{rank}"),
+                                 exp["r1_interval"]))
     assert len(one) == 3                               # G step, D step, lazy R1 step
     for got, g0, g1 in zip(one, *ranks):
         for a, b0, b1 in zip(got, g0, g1):
@@ -178,20 +210,19 @@ def test_round_batch_passes_equal_separate_rounds(toy, tmp_path, aggregation):
     of 4 separate rounds (G, D and R1 steps), for both loss aggregations; invalid sizes are refused."""
     root, exp = toy
     exp = dict(exp, batch_gpu=2, loss=dict(exp["loss"], aggregation=aggregation))
-    args = (root / "data.zip", root / "init.safetensors")
-    four = Trainer(exp, tmp_path / "four", *args)
-    two = Trainer(dict(exp, round_batch=4), tmp_path / "two", *args)
+    four = _trainer(root, exp, tmp_path / "four")
+    two = _trainer(root, dict(exp, round_batch=4), tmp_path / "two")
+    assert two.identity["run"] == four.identity["run"]     # an execution knob: the same iteration, the same run
     assert (four.virtual, four.group, four.rounds) == (4, 1, 4) and (two.virtual, two.group, two.rounds) == (4, 2, 2)
     a, b = _step_grads(four, exp["r1_interval"]), _step_grads(two, exp["r1_interval"])
     assert len(a) == len(b) == 3                       # G step, D step, lazy R1 step
     for ga, gb in zip(a, b):
         for x, y in zip(ga, gb):
             torch.testing.assert_close(y, x, rtol=1e-4, atol=1e-6)
-    with pytest.raises(ValueError, match="round_batch 3 must be a multiple of batch_gpu 2"):
-        Trainer(dict(exp, round_batch=3), tmp_path / "c", *args)
-    with pytest.raises(ValueError, match="needs the projected discriminator"):
-        Trainer(dict(exp, round_batch=4, discriminator=dict(exp["discriminator"], type="stylegan2", channel_max=32)),
-                tmp_path / "d", *args)
+    with pytest.raises(SettingsError, match="round_batch: 3 must be a multiple of batch_gpu"):
+        _trainer(root, dict(exp, round_batch=3), tmp_path / "c")
+    with pytest.raises(SettingsError, match="need the projected discriminator"):
+        _trainer(root, dict(exp, round_batch=4, discriminator={"type": "stylegan2", "channel_max": 32}), tmp_path / "d")
 
 
 @pytest.mark.slow
@@ -199,9 +230,8 @@ def test_two_process_ddp_on_cpu(toy, tmp_path):
     """The multi-GPU code path (torchrun, per-rank batch slices, gradient all-reduce) on CPU with gloo."""
     root, exp = toy
     run = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "workflow/scripts/train.py",
-           "--config", str(root / "exp.json"), "--dataset", str(root / "data.zip"), "--init", str(root / "init.safetensors"),
-           "--run-dir", str(run), "--output", str(run / "model.safetensors"), "--snapshots", str(run / "snaps")]
+    _write_parts(tmp_path, dict(exp, batch_gpu=4))  # the registry's per-GPU split of the 2-GPU run
+    cmd = [sys.executable, "workflow/scripts/train.py", "--gpus", "2", "--threads", "2", *_cli_args(root, run, tmp_path)]
     out = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     summary = json.loads((run / "train.json").read_text())
@@ -213,22 +243,27 @@ def test_two_process_ddp_on_cpu(toy, tmp_path):
 def test_cd_methods_train(toy, tmp_path, method):
     """CD (frozen EDM teacher, Heun step, LPIPS; App B) alone and added to the GAN loss (Fig 3B)."""
     root, exp = toy
-    exp = dict(exp, method=method, duration_mimg=8 * 2 / 1e6, cd=dict(exp["cd"], lpips_resolution=32))
+    exp = dict(exp, method=method, duration_mimg=8 * 2 / 1e6, cd={"N": 18, "rho": 7, "weight": 1.0, "lpips_resolution": 32, "i_min": 1})
+    if method == "cd":
+        exp = {k: v for k, v in exp.items() if k not in ("discriminator", "loss", "r1_gamma", "r1_interval", "lr_d")}
     t, code = _run(root, exp, tmp_path / method)
-    stats = [json.loads(l) for l in (tmp_path / method / "stats.jsonl").read_text().splitlines()]
+    stats = _stats(t)
     assert code == 0 and all(s["loss_G_cd"] > 0 for s in stats)
     assert ("loss_D" in stats[0]) == (method == "gan+cd")
 
 
 def test_multistep_generator_trains(toy, tmp_path):
     """A 2-step GAN teacher with a fixed middle sigma (Fig 2B) trains and samples through the same generator code."""
-    from d2o.generator import generator_sigmas, sample_experiment
+    from d2o.generator import generator_sigmas
+    from d2o.sampling import sample_experiment
 
     root, exp = toy
     exp = dict(exp, generator_steps=2, middle_sigma=2.5, duration_mimg=8 * 2 / 1e6)
     t, code = _run(root, exp, tmp_path / "ms")
     assert code == 0 and t.sigmas == [80.0, 2.5] == generator_sigmas(2, 2.5)
-    x = sample_experiment(model_io.load_network(tmp_path / "ms" / "model.safetensors"), exp, [0, 1])
+    sampling = Experiment.from_resolved(exp).sampling
+    assert sampling.method == "multistep"
+    x = sample_experiment(model_io.load_network(tmp_path / "ms" / "model.safetensors"), sampling, [0, 1])
     assert x.shape == (2, 3, 16, 16) and torch.isfinite(x).all()
     assert generator_sigmas(4) == pytest.approx([80.0, 17.5278, 2.5152, 0.1698], abs=1e-4)   # spec §7 grid
 
@@ -237,7 +272,8 @@ def test_pretrained_stylegan2_discriminator_run(toy, tmp_path):
     """Table 1 'StyleGAN2 (Pre-trained)': D starts from a converted StyleGAN2-ADA checkpoint (here a class-conditional
     one in its pickle format, for the unconditional toy run: label mapping dropped, b4.out fresh), trains, records
     where it came from, and resumes bitwise."""
-    from d2o.discriminators import StyleGAN2Discriminator, convert_stylegan2ada_discriminator
+    from d2o.stylegan2_discriminator import StyleGAN2Discriminator
+    from d2o.stylegan2ada_checkpoint import convert_stylegan2ada_discriminator
     from helpers_edm_pickle import write_stylegan2ada_pickle
 
     root, exp = toy
@@ -248,31 +284,31 @@ def test_pretrained_stylegan2_discriminator_run(toy, tmp_path):
                   num_fp16_res=4, conv_clamp=256, epilogue_kwargs={"mbstd_group_size": 8})
     ckpt = convert_stylegan2ada_discriminator(write_stylegan2ada_pickle(tmp_path / "sg2.pkl", src, kwargs),
                                               tmp_path / "sg2.safetensors")
-    exp = dict(exp, discriminator=dict(exp["discriminator"], type="stylegan2", channel_max=32, ada_target=0.6,
-                                       init="sg2ada-toy"), r1_gamma=0.01, duration_mimg=8 * 6 / 1e6)
+    exp = dict(exp, discriminator={"type": "stylegan2", "channel_max": 32, "ada_target": 0.6, "init": "sg2ada-toy"},
+               r1_gamma=0.01, duration_mimg=8 * 6 / 1e6)
     with pytest.raises(ValueError, match="discriminator.init is 'sg2ada-toy' but no converted checkpoint was given"):
-        Trainer(exp, tmp_path / "x", root / "data.zip", root / "init.safetensors")
-    t = Trainer(exp, tmp_path / "a", root / "data.zip", root / "init.safetensors", d_init_path=ckpt)
+        _trainer(root, exp, tmp_path / "x")
+    t = _trainer(root, exp, tmp_path / "a", d_init=ckpt)
+    assert "discriminator_init" in t.identity["inputs"]           # the checkpoint's content is part of the run
     start = {k: v.clone() for k, v in t.D.state_dict().items()}
     assert all(torch.equal(start[k], v) for k, v in src.state_dict().items() if not k.startswith(("mapping.", "b4.out.")))
-    assert t.run(tmp_path / "a" / "model.safetensors", [1]) == 0
+    assert t.run(tmp_path / "a" / "model.safetensors") == 0
     assert not torch.equal(t.D.b16.conv0.weight, start["b16.conv0.weight"])          # D trains from the checkpoint
     summary = json.loads((tmp_path / "a" / "train.json").read_text())["discriminator_init"]
     assert summary["checkpoint"] == "sg2ada-toy" and summary["reinitialised"] == ["b4.out.bias", "b4.out.weight"]
     assert summary["source"]["source_init_kwargs"]["architecture"] == "orig"
-    args = (root / "data.zip", root / "init.safetensors")
-    Trainer(exp, tmp_path / "b", *args, d_init_path=ckpt).run(tmp_path / "b" / "model.safetensors", [1], stop_after_iters=3)
-    Trainer(exp, tmp_path / "b", *args, d_init_path=ckpt).run(tmp_path / "b" / "model.safetensors", [1])
+    _run(root, exp, tmp_path / "b", stop_after=3, d_init=ckpt)
+    _run(root, exp, tmp_path / "b", d_init=ckpt)
     assert _digest(tmp_path / "a" / "model.safetensors") == _digest(tmp_path / "b" / "model.safetensors")
 
 
 def test_ada_run_adapts_p_and_resumes_bitwise(toy, tmp_path):
     """Table 1 rows: StyleGAN2 discriminator behind ADA; p moves with the real-logit signs and survives a resume."""
     root, exp = toy
-    exp = dict(exp, discriminator=dict(exp["discriminator"], type="stylegan2", channel_max=32, ada_target=-1.0, ada_kimg=0.05),
+    exp = dict(exp, discriminator={"type": "stylegan2", "channel_max": 32, "ada_target": -1.0, "ada_kimg": 0.05},
                r1_gamma=0.01)
-    _run(root, exp, tmp_path / "a")
-    stats = [json.loads(l) for l in (tmp_path / "a" / "stats.jsonl").read_text().splitlines()]
+    t, _ = _run(root, exp, tmp_path / "a")
+    stats = _stats(t)
     ps = [s["ada_p"] for s in stats]
     assert len(set(ps)) > 1 and max(ps) > 0          # updated every 4 iterations
     _run(root, exp, tmp_path / "b", stop_after=6)
@@ -293,8 +329,8 @@ def test_compiled_training_matches_eager(toy, tmp_path):
     torch.set_num_threads(1)
     mode, rtol = ("reduce-overhead", 2e-2) if torch.cuda.is_available() else ("default", 1e-4)
     exp = dict(exp, d_precision="bf16")                    # on CUDA: bf16 D, frozen projection weights stored bf16
-    eager = Trainer(exp, tmp_path / "off", root / "data.zip", root / "init.safetensors")
-    comp = Trainer(dict(exp, compile=mode), tmp_path / "on", root / "data.zip", root / "init.safetensors")
+    eager = _trainer(root, exp, tmp_path / "off")
+    comp = _trainer(root, dict(exp, compile=mode), tmp_path / "on")
     assert eager.G_fast is eager.G and not eager.D._compiled and comp.G_fast is not comp.G and comp.D._compiled
     stats = [comp.step() for _ in range(5)]                 # iterations 0-4, R1 at 4 (r1_interval 4)
     assert "loss_r1" in stats[4] and all(torch.isfinite(v) for s in stats for v in s.values())
@@ -315,15 +351,84 @@ def test_training_state_leaves_out_the_frozen_projections(toy, tmp_path):
     """The frozen projections are rebuilt on every start, never saved; older states that hold them still load; a
     discriminator state of another architecture is refused with the file named."""
     root, exp = toy
-    t = Trainer(exp, tmp_path / "s", root / "data.zip", root / "init.safetensors")
+    t = _trainer(root, exp, tmp_path / "s")
     t.step()
     state = t.state_dict()
     assert state["D"] and not any(k.startswith("projections.") for k in state["D"])
     old = dict(state, D={**state["D"], **{k: v for k, v in t.D.state_dict().items() if k.startswith("projections.")}})
-    fresh = Trainer(exp, tmp_path / "s", root / "data.zip", root / "init.safetensors")
+    fresh = _trainer(root, exp, tmp_path / "s")
     fresh.load_state_dict(old)
     assert all(torch.equal(a, b) for a, b in zip(fresh.D.state_dict().values(), t.D.state_dict().values()))
     broken = dict(state, D=dict(state["D"]))
     broken["D"].pop(next(k for k in state["D"] if k.startswith("discriminators.")))
     with pytest.raises(RuntimeError, match="training-state.pt: discriminator state"):
         fresh.load_state_dict(broken)
+
+
+def _runs(root_dir):
+    return sorted(p.name for p in root_dir.iterdir() if p.is_dir())
+
+
+def test_a_changed_setting_never_resumes_the_old_state(toy, tmp_path, caplog):
+    """Changing lr_g starts a new run (its own identity directory); the old one is kept and the log says which key
+    differs; the new model equals a fresh run with the new lr_g in an empty directory (bitwise, CPU)."""
+    root, exp = toy
+    old, _ = _run(root, exp, tmp_path / "runs")
+    new_exp = dict(exp, lr_g=exp["lr_g"] / 2)
+    with caplog.at_level("INFO", logger="d2o.train"):
+        new, code = _run(root, new_exp, tmp_path / "runs")
+    assert code == 0 and new.it == 12 and new.resumed_at[0]["it"] == 0     # trained from iteration 0
+    assert new.identity["run"] != old.identity["run"] and old.run_dir.state_file.exists()
+    assert _runs(tmp_path / "runs") == sorted([old.identity["run"], new.identity["run"]])
+    assert f"lr_g: {exp['lr_g']} -> {exp['lr_g'] / 2}" in caplog.text and "not resumed, kept" in caplog.text
+    _run(root, new_exp, tmp_path / "fresh")
+    assert _digest(tmp_path / "runs" / "model.safetensors") == _digest(tmp_path / "fresh" / "model.safetensors")
+
+
+def test_a_finished_run_asked_again_retrains_from_scratch(toy, tmp_path, caplog):
+    """The outputs of a finished run were deleted (--forcerun train): its state is kept aside, training restarts."""
+    root, exp = toy
+    first, _ = _run(root, exp, tmp_path / "runs")
+    digest = _digest(tmp_path / "runs" / "model.safetensors")
+    with caplog.at_level("WARNING", logger="d2o.train"):
+        again, code = _run(root, exp, tmp_path / "runs")
+    assert code == 0 and again.resumed_at[0]["it"] == 0 and again.it == 12
+    assert "finished and its outputs are asked for again" in caplog.text
+    kept = [n for n in _runs(tmp_path / "runs") if ".previous-" in n]
+    assert len(kept) == 1 and (tmp_path / "runs" / kept[0] / "training-state.pt").exists()
+    assert _digest(tmp_path / "runs" / "model.safetensors") == digest          # deterministic CPU: the same model
+
+
+def test_a_longer_duration_continues_the_run(toy, tmp_path):
+    """The duration only says where a run stops: raising it continues the finished state, and the result equals a
+    fresh run of the longer duration (bitwise); the model identity changes, the run identity does not."""
+    root, exp = toy
+    short, _ = _run(root, dict(exp, duration_mimg=8 * 6 / 1e6), tmp_path / "runs")
+    long, code = _run(root, exp, tmp_path / "runs")
+    assert code == 0 and long.resumed_at[0]["it"] == 6 and long.it == 12
+    assert long.identity["run"] == short.identity["run"] and long.identity["model"] != short.identity["model"]
+    _run(root, exp, tmp_path / "fresh")
+    assert _digest(tmp_path / "runs" / "model.safetensors") == _digest(tmp_path / "fresh" / "model.safetensors")
+    shorter, _ = _run(root, dict(exp, duration_mimg=8 * 4 / 1e6), tmp_path / "runs")   # a state past the new end
+    assert shorter.resumed_at[0]["it"] == 0 and shorter.it == 4
+
+
+def test_the_identity_covers_the_inputs_content(toy, tmp_path):
+    """Another dataset content (same path) is another run; execution knobs are not part of the identity."""
+    root, exp = toy
+    a = _trainer(root, exp, tmp_path / "runs")
+    b = _trainer(root, dict(exp, state_minutes=5, compile=False), tmp_path / "runs")
+    assert a.identity == b.identity
+    imgs, labels = make_shapes(64, 16, seed=1)
+    write_dataset_zip(root / "data2.zip", imgs, labels)
+    e = Experiment.from_resolved(exp)
+    c = Trainer(e.name, e.training, e.execution, tmp_path / "runs", root / "data2.zip", root / "init.safetensors")
+    assert c.identity["run"] != a.identity["run"] and c.identity["inputs"]["dataset"] != a.identity["inputs"]["dataset"]
+
+
+def test_a_state_of_another_run_is_refused(toy, tmp_path):
+    root, exp = toy
+    a = _trainer(root, exp, tmp_path / "a")
+    b = _trainer(root, dict(exp, seed=7), tmp_path / "b")
+    with pytest.raises(RuntimeError, match=f"a state of run {a.identity['run']}, not of this run"):
+        b.load_state_dict(a.state_dict())

@@ -3,21 +3,24 @@
 A registry file (config/config.yaml for the paper, config/demo.yaml for the offline demo) declares datasets,
 checkpoints, experiments and which experiments each table and figure needs. An experiment resolves as
 `defaults` <- `dataset_defaults[dataset]` <- its `extends` chain <- its own keys (deep merge), and the result is
-validated against config/experiment.schema.yaml. Every error is one line naming the file, the key and the fix.
+validated against the package's data/experiment.schema.yaml (the registry itself against data/registry.schema.yaml). Every error is one line naming the file, the key and the fix.
 """
 
 from __future__ import annotations
 
 import copy
 import difflib
+import re
 from pathlib import Path
 
 import jsonschema
 import yaml
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
-REGISTRY_SCHEMA = CONFIG_DIR / "schema.yaml"
-EXPERIMENT_SCHEMA = CONFIG_DIR / "experiment.schema.yaml"
+from d2o.settings import DISCRIMINATOR_COMMON, Experiment, MetricFeatures, SettingsError, unused_keys
+
+DATA_DIR = Path(__file__).resolve().parent / "data"  # shipped with the package (pyproject package-data)
+REGISTRY_SCHEMA = DATA_DIR / "registry.schema.yaml"
+EXPERIMENT_SCHEMA = DATA_DIR / "experiment.schema.yaml"
 
 
 class ConfigError(ValueError):
@@ -61,7 +64,9 @@ def _check(instance: dict, schema_path: Path, source: str, prefix: str = "") -> 
         hint = ""
         if e.validator == "additionalProperties":
             allowed = list(e.schema.get("properties", {}))
-            hint = f"; valid keys: {', '.join(allowed)}"
+            extra = sorted(set(e.instance) - set(allowed)) if isinstance(e.instance, dict) else []
+            close = difflib.get_close_matches(extra[0], allowed, n=2) if extra else []
+            hint = (f" (did you mean {', '.join(close)}?)" if close else "") + f"; valid keys: {', '.join(allowed)}"
         elif e.validator == "enum":
             hint = f"; valid choices: {', '.join(map(str, e.validator_value))}"
         raise ConfigError(f"{source}: {_key_path(e, prefix)}: {e.message}{hint} (schema {schema_path.name})")
@@ -87,7 +92,7 @@ def validate(config: dict, source: str = "config") -> dict:
     """Validate a registry in place (schema defaults filled) and every experiment it declares; returns it."""
     _check(config, REGISTRY_SCHEMA, source)
     for name in config["experiments"]:
-        resolve_experiment(config, name, source)
+        experiment_settings(config, name, source)
     for section in ("tables", "figures"):
         for item, spec in config[section].items():
             for slot, exp in spec["slots"].items():
@@ -109,8 +114,77 @@ def load_config(path: str | Path) -> dict:
     return validate(_load_yaml(path), str(path))
 
 
+def _merge_link(merged: dict, origin: dict, link: dict, index: int, path: tuple = ()) -> None:
+    """Deep-merge one link of an experiment's chain into `merged`, recording for every leaf key path the index of
+    the link that set it. A link that changes `discriminator.type` does not inherit the previous type's knobs."""
+    for k, v in link.items():
+        p = path + (k,)
+        if p == ("discriminator",) and isinstance(v, dict) and isinstance(merged.get(k), dict) and "type" in v \
+                and v["type"] != merged[k].get("type", DISCRIMINATOR_COMMON["type"]):
+            merged[k] = {kk: vv for kk, vv in merged[k].items() if kk in DISCRIMINATOR_COMMON}
+            for q in [q for q in origin if q[:1] == p and q[1:2] and q[1] not in DISCRIMINATOR_COMMON]:
+                del origin[q]
+        if isinstance(v, dict) and isinstance(merged.get(k), dict):
+            _merge_link(merged[k], origin, v, index, p)
+            continue
+        for q in [q for q in origin if q[:len(p)] == p]:
+            del origin[q]
+        merged[k] = copy.deepcopy(v)
+        for leaf in _leaves(v, p):
+            origin[leaf] = index
+
+
+def _leaves(v, path: tuple):
+    if isinstance(v, dict) and v:
+        for k, sub in v.items():
+            yield from _leaves(sub, path + (k,))
+    else:
+        yield path
+
+
+def _origin_of(origin: dict, path: tuple) -> int:
+    """The last link that set `path` or anything under it (-1: none)."""
+    return max((i for q, i in origin.items() if q[:len(path)] == path), default=-1)
+
+
+def _drop_inherited_unused(merged: dict, origin: dict, links: list, source: str, name: str) -> None:
+    """Knobs the experiment's kind, method or discriminator type does not use: dropped when inherited from a link
+    before the one that chose the kind / method / type, an error naming the key when written at or after it."""
+    for key, why in unused_keys(merged):
+        path = tuple(key.split("."))
+        chosen = _origin_of(origin, _selector(merged, path))
+        set_at = _origin_of(origin, path)
+        if set_at >= chosen:
+            raise ConfigError(f"{source}: {links[set_at][0]}.{key}: {why}; remove it (experiment {name})")
+        _delete(merged, path)
+
+
+def _selector(merged: dict, path: tuple) -> tuple:
+    """The key whose value makes the knob at `path` unused."""
+    if merged.get("kind", "train") != "train" or path == ("sampler",):
+        return ("kind",)
+    if path == ("middle_sigma",):
+        return ("generator_steps",)
+    if path[0] == "discriminator" and len(path) > 1:
+        return ("discriminator", "type")
+    return ("method",)
+
+
+def _delete(d: dict, path: tuple) -> None:
+    for part in path[:-1]:
+        d = d[part]
+    del d[path[-1]]
+
+
 def resolve_experiment(config: dict, name: str, source: str = "config") -> dict:
-    """The fully merged, schema-checked settings of one experiment."""
+    """The fully merged, schema-checked settings of one experiment (a plain dict; `experiment_settings` types it).
+
+    Links, in order: `defaults`, `dataset_defaults.<dataset>`, the `extends` chain from its root, the experiment.
+    Errors name the link that wrote the bad key (a typo under `defaults:` is reported there)."""
+    return _resolve(config, name, source)[0]
+
+
+def _resolve(config: dict, name: str, source: str):
     experiments = config["experiments"]
     if name not in experiments:
         raise unknown_name_error("experiment", name, experiments, source)
@@ -122,26 +196,30 @@ def resolve_experiment(config: dict, name: str, source: str = "config") -> dict:
             raise unknown_name_error("experiment", cur, experiments, f"{source}: experiments.{chain[-1]}.extends")
         chain.append(cur)
         cur = experiments[cur].get("extends")
-    merged: dict = {}
-    for link in reversed(chain):
-        merged = deep_merge(merged, experiments[link])
-    merged.pop("extends", None)
-    dataset = merged.get("dataset")
+    dataset = next((experiments[c]["dataset"] for c in chain if "dataset" in experiments[c]), None)
     if dataset not in config["datasets"]:
-        raise unknown_name_error("dataset", str(dataset), config["datasets"], f"{source}: experiments.{name}.dataset")
-    base = deep_merge(config.get("defaults", {}), config.get("dataset_defaults", {}).get(dataset, {}))
-    if merged.get("kind", base.get("kind")) != "train":
-        base = {k: v for k, v in base.items() if k in ("eval", "resources", "conditional")}
-    resolved = deep_merge(base, merged)
-    _check(resolved, EXPERIMENT_SCHEMA, source, prefix=f"experiments.{name}")
+        where = next((f"experiments.{c}.dataset" for c in chain if "dataset" in experiments[c]), f"experiments.{name}.dataset")
+        raise unknown_name_error("dataset", str(dataset), config["datasets"], f"{source}: {where}")
+    links = [("defaults", config.get("defaults", {})),
+             (f"dataset_defaults.{dataset}", config.get("dataset_defaults", {}).get(dataset, {}))]
+    links += [(f"experiments.{c}", {k: v for k, v in experiments[c].items() if k != "extends"}) for c in reversed(chain)]
+    merged, origin = {}, {}
+    for i, (_, link) in enumerate(links):
+        _merge_link(merged, origin, link, i)
+    _drop_inherited_unused(merged, origin, links, source, name)
+    try:
+        _check(merged, EXPERIMENT_SCHEMA, source, prefix=f"experiments.{name}")
+    except ConfigError as e:
+        raise ConfigError(_blame(str(e), merged, origin, links, name)) from None
+    for key, _ in unused_keys(merged):  # schema defaults of knobs this kind / method does not use
+        _delete(merged, tuple(key.split(".")))
+    resolved = merged
     checkpoint_refs = [("init", resolved.get("init"), "edm")]
     if resolved["kind"] == "edm_sampler":
         checkpoint_refs.append(("sampler.checkpoint", resolved["sampler"]["checkpoint"], "edm"))
-    if resolved["kind"] == "train" and resolved["discriminator"].get("init"):
-        if resolved["discriminator"]["type"] != "stylegan2":
-            raise ConfigError(f"{source}: experiments.{name}.discriminator.init: only a stylegan2 discriminator starts from "
-                              f"a checkpoint (type is {resolved['discriminator']['type']!r}); remove init or set type: stylegan2")
-        checkpoint_refs.append(("discriminator.init", resolved["discriminator"]["init"], "stylegan2ada-discriminator"))
+    disc = resolved.get("discriminator") or {}
+    if resolved["kind"] == "train" and disc.get("init"):
+        checkpoint_refs.append(("discriminator.init", disc["init"], "stylegan2ada-discriminator"))
     kinds = {n: c.get("kind", "edm") for n, c in config["checkpoints"].items()}  # the schema's default
     for key, ck, kind in checkpoint_refs:
         if not ck:
@@ -156,38 +234,66 @@ def resolve_experiment(config: dict, name: str, source: str = "config") -> dict:
             raise unknown_name_error("experiment", other, experiments, f"{source}: experiments.{name}.eval.compare_with")
     if resolved["conditional"] and config["datasets"][dataset]["label_dim"] == 0:
         raise ConfigError(f"{source}: experiments.{name}.conditional: dataset '{dataset}' has no labels (label_dim 0); set conditional: false")
-    if resolved["kind"] == "train":
-        _check_batch_split(resolved, f"{source}: experiments.{name}")
     resolved["name"] = name
     resolved["label_dim"] = config["datasets"][dataset]["label_dim"] if resolved["conditional"] else 0
     resolved["offline"] = config["offline"]
     resolved["label"] = config["label"]
-    return resolved
+    resolved["metrics"] = dict(config["metrics"])
+    return resolved, origin, links
 
 
-def _check_batch_split(exp: dict, where: str) -> None:
-    """batch = GPUs x virtual GPUs x batch_gpu, and round_batch groups whole virtual GPUs of one GPU (d2o.training)."""
-    gpus, batch = max(exp["resources"]["gpus"], 1), exp["batch"]
-    bg = exp.get("batch_gpu")
-    if bg and batch % (gpus * bg):
-        raise ConfigError(f"{where}.batch_gpu: batch {batch} is not a multiple of resources.gpus ({gpus}) x batch_gpu "
-                          f"({bg}); choose GPUs and batch_gpu whose product divides it")
-    rb = exp.get("round_batch")
-    if not rb:
-        return
-    bg = bg or batch // gpus
-    if rb % bg or (batch // gpus) % rb:
-        raise ConfigError(f"{where}.round_batch: {rb} must be a multiple of batch_gpu ({bg}) that divides the "
-                          f"{batch // gpus} samples per GPU (batch {batch} / resources.gpus {gpus}); choose one of "
-                          f"{', '.join(str(k * bg) for k in range(1, batch // gpus // bg + 1) if (batch // gpus) % (k * bg) == 0)}")
-    if rb > bg and exp["method"] != "cd" and exp["discriminator"]["type"] != "projected":
-        raise ConfigError(f"{where}.round_batch: several virtual GPUs per pass need the projected discriminator "
-                          f"(discriminator.type is {exp['discriminator']['type']!r}); remove round_batch")
+def _blame(message: str, merged: dict, origin: dict, links: list, name: str) -> str:
+    """Rewrite a schema error's `experiments.<name>.<key>` to the link that wrote that key."""
+    m = re.match(rf"(.*?)experiments\.{re.escape(name)}((?:\.[^:]+)?): (.*)$", message)
+    if not m:
+        return message
+    head, keypath, tail = m.group(1), m.group(2).lstrip("."), m.group(3)
+    path = tuple(keypath.split(".")) if keypath else ()
+    m = re.search(r"'([^']+)' (?:was|were) unexpected", tail)
+    if m:  # an additionalProperties error is reported at the parent: blame the link of the unexpected key
+        path = path + (m.group(1),)
+    set_at = _origin_of(origin, path)
+    where = links[set_at][0] if set_at >= 0 else f"experiments.{name}"
+    return f"{head}{where}.{'.'.join(path)}: {tail}" + ("" if where == f"experiments.{name}" else f" (experiment {name})")
 
 
-def snapshot_kimgs(exp: dict) -> list[int]:
-    """Image counts (kimg) at which a training run saves an EMA snapshot: `first`, every multiple of `every`, the end."""
-    total = round(exp["duration_mimg"] * 1000)
-    first, every = exp["snapshot_kimg"]["first"], exp["snapshot_kimg"]["every"]
-    points = {round(first)} | {round(every * i) for i in range(1, int(total // every) + 1)} | {total}
-    return sorted(p for p in points if 0 < p <= total)
+def experiment_settings(config: dict, name: str, source: str = "config") -> Experiment:
+    """The typed settings (d2o.settings.Experiment) of one experiment of a validated registry."""
+    resolved, origin, links = _resolve(config, name, source)
+    try:
+        return Experiment.from_resolved(resolved)
+    except SettingsError as e:
+        raise ConfigError(_blame(f"{source}: {e}", resolved, origin, links, name)) from None
+
+
+def metric_features(config: dict) -> MetricFeatures:
+    """The registry's metric feature extractors (`metrics` block and `offline`), typed."""
+    return MetricFeatures(**config["metrics"], offline=config["offline"])
+
+
+ARCHITECTURES = ("NCSN++", "DDPM++", "ADM")
+
+
+_DEFAULT_MODEL_TYPE = {"VPPrecond": "SongUNet", "VEPrecond": "SongUNet"}  # EDM's preconditioner defaults; others ADM
+
+
+def architecture_of(network: dict, class_name: str | None = None) -> str:
+    """EDM's name of a U-Net configuration (a preconditioner's class and kwargs): NCSN++ (SongUNet, Fourier
+    embedding), DDPM++ (SongUNet, positional embedding) or ADM (DhariwalUNet)."""
+    class_name = class_name or network.get("class")
+    model_type = network.get("model_type", _DEFAULT_MODEL_TYPE.get(class_name, "DhariwalUNet"))
+    if model_type == "DhariwalUNet":
+        return "ADM"
+    return "NCSN++" if network.get("embedding_type", "positional") == "fourier" else "DDPM++"
+
+
+def checkpoint_architectures(config: dict) -> dict:
+    """Checkpoint name -> generator architecture: the registry's `architecture` of a downloaded checkpoint (checked
+    when it is converted), or that of a pre-trained one's network."""
+    out = {}
+    for name, spec in config["checkpoints"].items():
+        if spec.get("architecture"):
+            out[name] = spec["architecture"]
+        elif "pretrain" in spec:
+            out[name] = architecture_of(spec["pretrain"]["network"])
+    return out

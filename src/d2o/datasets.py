@@ -36,8 +36,10 @@ def image_name(index: int) -> str:
 
 
 def write_dataset_zip(dest: str | Path, images: Iterable[np.ndarray], labels: Iterable[int] | None = None,
-                      total: int | None = None) -> int:
-    """Write uint8 HWC images (and optional int labels) to an EDM dataset zip, atomically. Returns the count."""
+                      total: int | None = None, extra: dict | None = None) -> int:
+    """Write uint8 HWC images (and optional int labels) to an EDM dataset zip, atomically. Returns the count.
+    `extra` is stored under the key "d2o" of dataset.json (EDM's loader reads only "labels"): e.g. what made a
+    sample set."""
     label_list = None if labels is None else list(labels)
     entries, shape = [], None
     with atomic_path(dest) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
@@ -59,6 +61,8 @@ def write_dataset_zip(dest: str | Path, images: Iterable[np.ndarray], labels: It
         if label_list is not None and len(label_list) != len(entries):
             raise DatasetError(f"{dest}: {len(label_list)} labels for {len(entries)} images")
         meta = {"labels": None if label_list is None else [[n, int(l)] for n, l in zip(entries, label_list)]}
+        if extra:
+            meta["d2o"] = extra
         zf.writestr("dataset.json", json.dumps(meta))
     return len(entries)
 
@@ -120,6 +124,7 @@ class ImageZipDataset(torch.utils.data.Dataset):
             meta = json.loads(zf.read("dataset.json")) if "dataset.json" in zf.namelist() else {}
         if not self.names:
             raise DatasetError(f"{self.path}: no images inside; expected EDM's layout '00000/img00000000.png' + dataset.json")
+        self.extra = meta.get("d2o") or {}  # what write_dataset_zip recorded (e.g. the samples' identity)
         table = dict((n, l) for n, l in meta.get("labels") or [])
         self.labels = np.array([table[n] for n in self.names], dtype=np.int64) if table else None
         self._zip = None

@@ -268,3 +268,17 @@ def thesis(curves: dict, label: str):
     _footnote(fig, label)
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     return fig
+
+
+GRID_MODELS = {"edm": "EDM", "d2o": "D2O", "d2o_f": "D2O-F", "scratch": "scratch"}
+
+
+def grid_slot(slot: str) -> tuple[str, str]:
+    """A grids / Fig 5 slot `<dataset>_<model>` (e.g. afhqv2_d2o_f) -> (dataset, model label "D2O-F")."""
+    import re
+
+    m = re.fullmatch(r"(.+?)_(edm|d2o_f|d2o|scratch)", slot)
+    if not m:
+        raise ValueError(f"grid slot {slot!r}: expected <dataset>_<model> with model one of {', '.join(GRID_MODELS)}")
+    return m.group(1), GRID_MODELS[m.group(2)]
+

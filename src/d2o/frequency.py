@@ -223,3 +223,40 @@ def blockwise_frequency(records, channel_reduce: str = "mean_after", max_radius:
                      "mean_in": torch.stack(mean_in).numpy(), "mean_out": torch.stack(mean_out).numpy(),
                      "channels": (int(x_in.shape[-3]), int(x_out.shape[-3])), "resolution": int(x_out.shape[-1])}
     return {"blocks": out, "skipped": skipped}
+
+
+def figure_data(trajectory_records, block_records, num_steps: int, fig4_steps, channel_reduce: str = "mean_after",
+                label: str = "") -> dict:
+    """The arrays Figs 4 and 6 show (the npz of rule frequency_analysis), from one Heun run of `num_steps` steps:
+
+    - Fig 4A rows at the steps `fig4_steps` (those below num_steps): I_t, O_t, O_t - I_t and D_FFT(O_t, I_t) at the
+      step; O_t - O_t-1 and D_FFT(O_t, O_t-1) at the step before (the first step: itself); Fig 4B/C radial averages.
+    - Fig 6: block records taken at the first network evaluation of each Heun step (2 calls per step, 1 for the
+      last); the decoder blocks sorted by resolution, the lowest-resolution one as the deep block and the
+      highest-resolution one as the shallow block (radial profiles over time), and each decoder block's mean input
+      and output feature map at the last recorded step (Fig 6A, by depth).
+    """
+    import numpy as np
+
+    g = global_frequency_analysis(trajectory_records, channel_reduce)
+    first_call = set(np.cumsum([0] + [2] * (num_steps - 1))[:num_steps].tolist())
+    b = blockwise_frequency([r for r in block_records if r["call"] in first_call], channel_reduce)
+    dec = [n for n in b["blocks"] if n.startswith("dec.")]
+    by_res = sorted(dec, key=lambda n: b["blocks"][n]["resolution"])
+    deep, shallow = by_res[0], by_res[-1]
+    show = [s for s in fig4_steps if s < num_steps]
+    out = {"sigma": g["sigma"], "steps_shown": np.array(show), "radial_D_O": g["radial_D_O"], "radial_D_OI": g["radial_D_OI"],
+           "shallow_block": np.array(shallow), "deep_block": np.array(deep),
+           "radial_shallow": b["blocks"][shallow]["radial"], "radial_deep": b["blocks"][deep]["radial"],
+           "label": np.array(label)}
+    for key in ("I", "O", "OI_diff", "D_OI"):
+        out[key] = g[key][show, 0]
+    for key in ("O_diff", "D_O"):
+        out[key] = g[key][[max(s - 1, 0) for s in show], 0]
+    depths = sorted(dec, key=lambda n: (b["blocks"][n]["resolution"], n))
+    for i, name in enumerate(depths):
+        out[f"fmap_in_{i}"] = b["blocks"][name]["mean_in"][-1]
+        out[f"fmap_out_{i}"] = b["blocks"][name]["mean_out"][-1]
+    out["fmap_names"] = np.array(depths)
+    return out
+

@@ -14,6 +14,7 @@ from d2o.schedule import T
 
 SIGMA_MAX = 80.0
 SIGMA_MIN = 0.002
+GENERATOR_DROPOUT = 0.0  # D2O fine-tunes with dropout off on every dataset (spec §1.2; Table 10)
 
 
 def generator_sigmas(steps: int = 1, middle_sigma: float | None = None, rho: float = 7.0) -> list[float]:
@@ -52,7 +53,7 @@ def build_generator(init: torch.nn.Module, label_dim: int, init_weights: str = "
     kwargs = dict(kwargs)
     for drop in ("sigma_min", "sigma_max", "beta_d", "beta_min", "M", "epsilon_t", "C_1", "C_2"):
         kwargs.pop(drop, None)
-    kwargs.update(label_dim=label_dim, dropout=0.0, augment_dim=0, label_dropout=0, use_fp16=False)
+    kwargs.update(label_dim=label_dim, dropout=GENERATOR_DROPOUT, augment_dim=0, label_dropout=0, use_fp16=False)
     g = model_io.build("D2OPrecond", **kwargs)
     if init_weights == "pretrained":
         src = dict(init.state_dict())
@@ -63,19 +64,3 @@ def build_generator(init: torch.nn.Module, label_dim: int, init_weights: str = "
             raise RuntimeError(f"init checkpoint matches only {len(copied)}/{len(dst)} generator tensors; missing e.g. {missing[:5]}")
         g.load_state_dict(copied, strict=False)
     return g
-
-
-@torch.no_grad()
-def sample_experiment(net: torch.nn.Module, exp: dict, seeds, device=None) -> torch.Tensor:
-    """Raw float images for `seeds` with the sampler an experiment defines (EDM per-seed noise throughout):
-    EDM's Heun sampler for baselines, the one-step generator, or the multi-step generator of Fig 2."""
-    from d2o import sampling
-
-    if exp["kind"] == "edm_sampler":
-        s = exp["sampler"]
-        return sampling.edm_sample(net, seeds, num_steps=s["num_steps"], S_churn=s["S_churn"], S_min=s["S_min"],
-                                   S_max=s["S_max"], S_noise=s["S_noise"], device=device)
-    if exp["generator_steps"] == 1 and exp["middle_sigma"] is None:
-        return sampling.one_step_sample(net, seeds, device=device)
-    sigmas = generator_sigmas(exp["generator_steps"], exp["middle_sigma"]) + [SIGMA_MIN]
-    return sampling.multistep_sample(net, seeds, sigmas, device=device)

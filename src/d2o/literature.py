@@ -1,4 +1,4 @@
-"""The D2O paper's static numbers (config/literature.yaml): other papers' rows and the paper's own results.
+"""The D2O paper's static numbers (d2o/data/literature.yaml, shipped with the package): other papers' rows and the paper's own results.
 
 Spec: d2o-reproduction-facts.md §10 (tables, Fig 1A points), §2 (Table 3 shares), §5 (Table 10).
 `load_literature` validates every entry and raises `LiteratureError` naming the file and key of a malformed one.
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-DEFAULT_PATH = Path(__file__).resolve().parents[2] / "config" / "literature.yaml"
+DEFAULT_PATH = Path(__file__).resolve().parent / "data" / "literature.yaml"
 COLLAPSE = "collapse"
 
 # Value columns of each table's literature rows (anything else in a row is descriptive).
@@ -163,12 +163,12 @@ def validate(raw: dict, path: Path | str = "<literature>") -> Literature:
 
 
 def load_literature(path: str | Path | None = None) -> Literature:
-    """Load and validate config/literature.yaml (or `path`)."""
+    """Load and validate the package's literature.yaml (or `path`)."""
     path = Path(path) if path is not None else DEFAULT_PATH
     try:
         raw = yaml.safe_load(path.read_text())
     except FileNotFoundError:
-        raise LiteratureError(f"{path}: file not found; pass the path of config/literature.yaml") from None
+        raise LiteratureError(f"{path}: file not found; pass the path of a literature file (the package ships d2o/data/literature.yaml)") from None
     except yaml.YAMLError as e:
         raise LiteratureError(f"{path}: not valid YAML: {e}") from None
     return validate(raw, path)

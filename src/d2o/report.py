@@ -19,7 +19,7 @@ def _read(path: Path):
 
 def collect(results: str | Path, name: str, collapse_fid: float = 50.0) -> dict:
     """{experiment, fid, fid_dataset, is, precision, recall, clip_fid, training_mimg, params_m, shares, collapsed,
-    curve, label} for one experiment (keys present only where the DAG produced them)."""
+    curve, label, made_by} for one experiment (keys present only where the DAG produced them)."""
     root = Path(results) / name
     out: dict = {"experiment": name}
     for metric, key in METRIC_KEYS.items():
@@ -28,6 +28,7 @@ def collect(results: str | Path, name: str, collapse_fid: float = 50.0) -> dict:
             r = _read(p)
             out[key] = r["value"]
             out["label"] = r.get("label")
+            out.setdefault("made_by", made_by(r))
     pr = root / "metrics" / "pr.json"
     if pr.exists():
         v = _read(pr)["value"]
@@ -47,6 +48,13 @@ def collect(results: str | Path, name: str, collapse_fid: float = 50.0) -> dict:
     return out
 
 
+def made_by(record: dict) -> str:
+    """"<model identity> @ <git commit>[+dirty]" of a metric record (d2o.workflow.result_record); "" if unknown."""
+    code = (record.get("provenance") or {}).get("code") or {}
+    commit = (code.get("commit") or "unknown")[:10] + ("+dirty" if code.get("dirty") else "")
+    return f"{record.get('model_identity') or 'unknown'} @ {commit}" if record.get("provenance") else ""
+
+
 def collect_slots(results: str | Path, slots: dict, collapse_fid: float = 50.0) -> dict:
     """slot -> collected data, for the slots of one table or figure."""
     return {slot: collect(results, name, collapse_fid) for slot, name in slots.items()}
@@ -60,7 +68,7 @@ def curve_at(curve, mimg: float, tol: float = 1e-6):
 
 
 def scorecard_values(results: str | Path, tables: dict, collapse_fid: float = 50.0) -> dict:
-    """(table, slot, metric) -> (value, experiment) for every table cell the registry computes, plus the text
+    """(table, slot, metric) -> (value, experiment, made_by) for every table cell the registry computes, plus the text
     values that are read off training curves (FID after 0.2 Mimg)."""
     computed = {}
     for table, slots in tables.items():
@@ -68,9 +76,9 @@ def scorecard_values(results: str | Path, tables: dict, collapse_fid: float = 50
             for metric in ("fid", "fid_dataset", "is", "precision", "recall", "clip_fid"):
                 if data.get(metric) is not None:
                     value = "collapse" if metric == "fid" and data.get("collapsed") else data[metric]
-                    computed[(table, slot, metric)] = (value, data["experiment"])
+                    computed[(table, slot, metric)] = (value, data["experiment"], data.get("made_by", ""))
             if table == "table4" and slot in ("d2o_uncond", "d2o_f_uncond"):
                 v = curve_at(data.get("curve"), 0.2)
                 if v is not None:
-                    computed[("text", f"{slot}_0.2mimg", "fid")] = (v, data["experiment"])
+                    computed[("text", f"{slot}_0.2mimg", "fid")] = (v, data["experiment"], data.get("made_by", ""))
     return computed

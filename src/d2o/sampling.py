@@ -11,10 +11,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from d2o.generator import SIGMA_MIN, generator_sigmas, run_generator
 from d2o.schedule import edm_sigma_steps, heun_step
+from d2o.settings import Sampling
 
 __all__ = ["SeedGenerators", "seed_noise", "edm_sampler", "edm_sample", "one_step_sample", "multistep_sample",
-           "quantize"]
+           "sample_experiment", "quantize"]
 
 
 class SeedGenerators:
@@ -118,8 +120,6 @@ def multistep_sample(net, seeds, sigmas, class_labels=None, device=None):
     levels x <- x + ((t_i - t_{i+1}) / t_i)(D_i - x) (Euler conversion outside the network, the faithful fallback
     of spec §6.2); the output is the network output at the last level before sigmas[-1] (normally 0.002).
     `sigmas` is e.g. d2o.schedule.sigma_grid(n). Returns float64 (N, C, H, W)."""
-    from d2o.generator import run_generator
-
     latents, labels, _ = _noise_for(net, seeds, class_labels, device)
     sigmas = [float(s) for s in sigmas]
     if len(sigmas) < 2 or any(a <= b for a, b in zip(sigmas, sigmas[1:])):
@@ -127,6 +127,20 @@ def multistep_sample(net, seeds, sigmas, class_labels=None, device=None):
                          "(e.g. d2o.schedule.sigma_grid(n))")
     x = run_generator(net, latents.to(torch.float64), labels, sigmas[:-1], force_fp32=True)
     return x.to(torch.float64)
+
+
+@torch.no_grad()
+def sample_experiment(net, sampling: Sampling, seeds, device=None) -> torch.Tensor:
+    """Raw float images for `seeds` with the sampler an experiment defines (EDM per-seed noise throughout):
+    EDM's Heun sampler for the baselines, the one-step generator, or the multi-step generator of Fig 2."""
+    if sampling.method == "edm_heun":
+        h = sampling.heun
+        return edm_sample(net, seeds, num_steps=h.num_steps, S_churn=h.S_churn, S_min=h.S_min, S_max=h.S_max,
+                          S_noise=h.S_noise, device=device)
+    if sampling.method == "one_step":
+        return one_step_sample(net, seeds, device=device)
+    sigmas = list(generator_sigmas(sampling.generator_steps, sampling.middle_sigma)) + [SIGMA_MIN]
+    return multistep_sample(net, seeds, sigmas, device=device)
 
 
 def quantize(x, nhwc=True, numpy=True):

@@ -1,8 +1,9 @@
 """Reproduction scorecard: every number the D2O paper reports for its own methods, beside the reproduced value.
 
-Rows come from config/literature.yaml `own_results` (kind "own"); with a `Literature` object the EDM/baseline
+Rows come from d2o/data/literature.yaml `own_results` (kind "own"); with a `Literature` object the EDM/baseline
 numbers we re-measure (table cells with `measure`, `text_baselines`) follow as kind "baseline".
-`computed` maps (table, slot, metric) -> (value, experiment); an own entry is looked up by its `measured_as` key.
+`computed` maps (table, slot, metric) -> (value, experiment[, made_by]); an own entry is looked up by its `measured_as`
+key. `made_by` ("<model identity> @ <git commit>", d2o.report) ties each number to the model and code that made it.
 Status: "reproduced" (|delta| <= max(abs_tol, rel_tol * |paper|); for "<=" entries: value <= bound + tol),
 "differs", "not run", or "demo (not comparable)" when the label is not the paper protocol.
 """
@@ -19,7 +20,7 @@ from d2o.io import atomic_write_text
 from d2o.literature import COLLAPSE, Literature
 
 PAPER_LABEL = "paper protocol"
-FIELDS = ["id", "kind", "where", "method", "metric", "paper", "reproduced", "delta", "status", "experiment"]
+FIELDS = ["id", "kind", "where", "method", "metric", "paper", "reproduced", "delta", "status", "experiment", "made_by"]
 
 
 def entries(literature_own) -> list[dict]:
@@ -65,12 +66,13 @@ def rows(literature_own, computed: dict, label: str, rel_tol: float = 0.05, abs_
     """One dict per paper number with the fields of FIELDS."""
     out = []
     for e in entries(literature_own):
-        value, experiment = computed.get(e["key"], (None, None))
+        value, experiment, *made_by = computed.get(e["key"], (None, None))
         status, delta = _status(e["value"], value, e.get("relation", "=="), label, rel_tol, abs_tol, collapse_fid)
         paper = e["value"] if e["value"] == COLLAPSE else f"{'<= ' if e.get('relation') == '<=' else ''}{'~' if e.get('approx') else ''}{e['value']:g}"
         out.append({"id": e["id"], "kind": e["kind"], "where": e["where"], "method": e["method"], "metric": e["metric"],
                     "paper": paper, "reproduced": "not run" if value is None else (value if isinstance(value, str) else f"{value:.4g}"),
-                    "delta": "" if delta is None else f"{delta:+.3g}", "status": status, "experiment": experiment or ""})
+                    "delta": "" if delta is None else f"{delta:+.3g}", "status": status, "experiment": experiment or "",
+                    "made_by": (made_by or [""])[0] or ""})
     return out
 
 

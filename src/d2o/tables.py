@@ -1,19 +1,21 @@
 """The paper's tables (1-6, 10-12) and the demo "thesis" table as LaTeX (booktabs) and Markdown.
 
-One generic renderer and one declarative row spec per table. Literature rows come from config/literature.yaml
+One generic renderer and one declarative row spec per table. Literature rows come from d2o/data/literature.yaml
 (d2o.literature); our rows are computed from `data`, each cell showing the reproduced value beside the paper's,
 e.g. "1.71 (paper 1.66)", and the run (experiment) that produced it in the "Source / run" column.
 Spec: d2o-reproduction-facts.md §10 (contents), §2 (Table 3 shares), §5 (Table 10).
 
 Data contract (`data`): slot -> {"experiment", "fid", "fid_dataset", "is", "precision", "recall", "clip_fid",
 "training_mimg", "params_m", "collapsed", "shares", "trainable_percent"}, any value missing or None.
-Table 10 instead takes dataset column -> resolved hyper-parameter dict (keys d2o.literature.TABLE10_KEYS).
+Table 10 instead takes `table10_columns(...)`: per paper column, our hyper-parameters read off the typed settings of
+the column's D2O and D2O-F experiments (keys d2o.literature.TABLE10_KEYS).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import unicodedata
 from pathlib import Path
 
@@ -131,6 +133,8 @@ TABLE10_ROWS = [("arch", "G architecture"), ("lr_g", "G LR"), ("lr_d", "D LR"), 
                 ("duration_mimg_d2o_f", "Training images, D2O-F (Mimg)"), ("bf16", "Mixed precision (BF16)"),
                 ("dropout", "Dropout probability"), ("augment", "Augmentations"), ("gpus", "Number of GPUs")]
 TABLE10_HEADERS = {"cifar10": "CIFAR-10", "afhqv2": "AFHQv2 64x64", "ffhq": "FFHQ 64x64", "imagenet": "ImageNet 64x64"}
+_PAPER_DATASET = {"cifar10": "cifar10", "afhqv2": "afhqv2", "ffhq": "ffhq", "imagenet": "imagenet64"}  # registry names
+DIFFERS = "\u2020"  # dagger: our value differs from the paper's
 assert [k for k, _ in TABLE10_ROWS] == TABLE10_KEYS
 
 
@@ -241,10 +245,59 @@ def _build(name: str, data: dict, lit: Literature):
     return spec.title, headers, sections, notes
 
 
+def table10_slot(slot: str) -> tuple[str, str]:
+    """A Table 10 slot `<column>_d2o` / `<column>_d2o_f` -> (paper column, "d2o" | "d2o_f")."""
+    m = re.fullmatch(r"(cifar10|afhqv2|ffhq|imagenet)_(d2o_f|d2o)", slot)
+    if not m:
+        raise ValueError(f"table10 slot {slot!r}: expected <column>_d2o or <column>_d2o_f with column one of "
+                         f"{', '.join(TABLE10_HEADERS)}")
+    return m.group(1), m.group(2)
+
+
+def table10_columns(slots: dict, experiments: dict, architectures: dict) -> dict:
+    """Per paper column: our value of every Table 10 row, from the typed settings (d2o.settings.Experiment) of the
+    column's D2O and D2O-F experiments. `architectures`: checkpoint name -> architecture (registry). A row where
+    D2O and D2O-F differ holds both; the D2O-F duration is its own row. JSON-able (rule params)."""
+    from d2o.generator import GENERATOR_DROPOUT
+
+    runs: dict = {}
+    for slot, name in slots.items():
+        column, variant = table10_slot(slot)
+        runs.setdefault(column, {})[variant] = name
+
+    def values(e) -> dict:
+        t, d = e.training, e.training.discriminator
+        augment = d is not None and (bool(d.diffaug) or d.ada_target is not None)
+        return {"arch": architectures.get(t.init), "lr_g": t.lr_g, "lr_d": t.lr_d, "batch": t.batch,
+                "r1_gamma": t.r1_gamma, "ema_halflife_mimg": t.ema_halflife_mimg, "ema_rampup": t.ema_rampup,
+                "duration_mimg": t.duration_mimg, "bf16": t.precision == "bf16", "dropout": GENERATOR_DROPOUT,
+                "augment": augment, "gpus": e.resources.gpus}
+
+    out = {}
+    for column, variants in runs.items():
+        v = {k: values(experiments[n]) for k, n in variants.items()}
+        main = v.get("d2o") or v["d2o_f"]
+        cell = {}
+        for key in TABLE10_KEYS:
+            if key == "duration_mimg_d2o":
+                cell[key] = [v["d2o"]["duration_mimg"]] if "d2o" in v else None
+            elif key == "duration_mimg_d2o_f":
+                cell[key] = [v["d2o_f"]["duration_mimg"]] if "d2o_f" in v else None
+            else:
+                both = [main[key]] + ([v["d2o_f"][key]] if "d2o" in v and "d2o_f" in v else [])
+                cell[key] = both if len(both) == 1 or both[0] != both[1] else both[:1]
+        datasets = sorted({experiments[n].dataset for n in variants.values()})
+        out[column] = {"values": cell, "experiments": dict(variants), "datasets": datasets}
+    return out
+
+
 def _build_table10(data: dict, lit: Literature):
+    """`data` = table10_columns(...). Every cell: ours (paper x), marked where they differ."""
     paper = lit.table10["columns"]
-    cols = list(paper) + [c for c in data if c not in paper]
-    headers = ["Hyper-parameter"] + [TABLE10_HEADERS.get(c, c) for c in cols]
+    cols = [c for c in paper if c in data] + [c for c in data if c not in paper]
+    headers = ["Hyper-parameter"] + [TABLE10_HEADERS.get(c, c) + (f" [{', '.join(data[c]['datasets'])}]"
+                                                                   if data[c]["datasets"] != [_PAPER_DATASET.get(c)] else "")
+                                     for c in cols]
 
     def norm(v):
         if isinstance(v, str):
@@ -252,27 +305,32 @@ def _build_table10(data: dict, lit: Literature):
         return v
 
     def same(a, b):
+        if a is None or b is None:
+            return a is b
         if isinstance(a, bool) or isinstance(b, bool) or isinstance(a, str) or isinstance(b, str):
             return norm(a) == norm(b)
         return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-15)
 
-    rows = []
+    rows, differ = [], 0
     for key, label in TABLE10_ROWS:
         cells = [label]
         for c in cols:
-            p = paper.get(c, {}).get(key)
-            if c not in data or data[c] is None:
-                cells.append("-" if p is None else f"- (paper {fmt_hparam(p)})")
+            ours, p = data[c]["values"].get(key), paper.get(c, {}).get(key)
+            if ours is None:
+                cells.append(f"{NOT_RUN} (paper {fmt_hparam(p)})")
                 continue
-            o = data[c].get(key)
-            if p is None or (o is not None and same(o, p)):
-                cells.append(fmt_hparam(o))
-            else:
-                cells.append(f"{fmt_hparam(o)} (paper {fmt_hparam(p)})")
+            text = fmt_hparam(ours[0]) + (f" (D2O-F {fmt_hparam(ours[1])})" if len(ours) > 1 else "")
+            bad = any(not same(o, p) for o in ours)
+            differ += bad
+            cells.append(f"{DIFFERS if bad else ''}{text} (paper {fmt_hparam(p)})")
         rows.append(cells)
-    missing = [TABLE10_HEADERS.get(c, c) for c in paper if c not in data or data[c] is None]
-    notes = ["Values from the resolved run configuration; the paper's Table 10 value is shown in brackets where it differs.",
+    notes = [f"Ours: the registry's settings of each column's D2O and D2O-F experiments "
+             f"({'; '.join(f'{TABLE10_HEADERS.get(c, c)}: ' + ', '.join(data[c]['experiments'].values()) for c in cols)}); "
+             f"the paper's Table 10 value in brackets; {DIFFERS} marks the {differ} cells that differ.",
+             "G architecture: the init checkpoint's (registry `checkpoints.<name>.architecture`, checked when the "
+             "checkpoint is converted). GPUs: resources.gpus (with batch_gpu fixed, other counts compute the same iteration).",
              "All columns (paper): Adam, beta1 = 0, beta2 = 0.99, no weight decay, no gradient clipping, no LR schedule."]
+    missing = [TABLE10_HEADERS[c] for c in paper if c not in data]
     if missing:
         notes.append(f"{', '.join(missing)}: {NOT_RUN}.")
     return "Table 10: hyper-parameters of D2O and D2O-F", headers, [(None, rows)], notes
@@ -285,7 +343,7 @@ _LATEX_CHARS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "
                 "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
                 "<": r"\textless{}", ">": r"\textgreater{}", "|": r"\textbar{}",
                 CHECK: r"$\checkmark$", CROSS: r"$\times$", "\u2193": r"$\downarrow$", "\u2191": r"$\uparrow$",
-                "\u03b3": r"$\gamma$", "\u03b1": r"$\alpha$", "\u2264": r"$\leq$", "\u03c3": r"$\sigma$"}
+                "\u03b3": r"$\gamma$", DIFFERS: r"$\dagger$", "\u03b1": r"$\alpha$", "\u2264": r"$\leq$", "\u03c3": r"$\sigma$"}
 
 
 def latex_escape(s: str) -> str:

@@ -1,236 +1,155 @@
 """D2O / D2O-F / CD / multi-step training: one resumable loop (paper §3-4, App C; spec §1-7).
 
+`Trainer(name, training, execution, runs_dir, dataset_zip, init_path)` takes the typed settings of one experiment
+(d2o.settings): every knob of a run is a field of `Training` (what it computes) or `Execution` (how it executes),
+each with its one-line meaning there.
+
 One iteration (spec §4): a G step, a D step on the same real minibatch with fresh z, and every `r1_interval`
 iterations (index > 0) a lazy R1 step; then the EMA update. Losses come from d2o.gan_loss (authors' per-sample
 sum by default), R1 from d2o.r1, freezing from d2o.freezing, EMA from d2o.ema, CD from d2o.cd.
 
 Resume: every random draw of iteration k comes from generators seeded by (seed, rank, k) and the data order from
-(seed, epoch), so the full state is just the networks, the optimisers and the counters. It is saved atomically
-every `state_minutes` and when SIGTERM/SIGUSR1 arrives (SLURM's warning before a time limit); the process then
-exits with RESUME_EXIT_CODE so the scheduler retries and the next attempt continues. A run killed at any point
-and restarted ends bitwise-identical to an uninterrupted one (CPU, deterministic mode).
+(seed, epoch), so the full state is just the networks, the optimisers and the counters. It lives in the run
+directory of the run's identity (d2o.run_state, d2o.identity: the settings and the inputs' contents), so it is only
+ever resumed into the settings it was made with. It is saved atomically every `state_minutes` and when
+SIGTERM/SIGUSR1 arrives (SLURM's warning before a time limit); the process then exits with RESUME_EXIT_CODE so the
+scheduler retries and the next attempt continues. A run killed at any point and restarted ends bitwise-identical to
+an uninterrupted one (CPU, deterministic mode).
 
-Multi-GPU: launched by `torchrun --standalone --nproc_per_node=<gpus>`; gradients of the trainable parameters are
-averaged across ranks. With `batch_gpu` below batch / gpus, each rank runs several virtual GPUs (each its data
-slice, random streams and D buffers), so any GPU count computes the same iteration: one accumulation round each, or,
-with `round_batch`, several per forward/backward pass (D's heads keep their BatchNorm statistics apart), which
-launches proportionally fewer kernels per image.
+Multi-GPU (d2o.distributed): gradients of the trainable parameters are averaged across ranks. With `batch_gpu` below
+batch / gpus, each rank runs several virtual GPUs (each its data slice, random streams and D buffers), so any GPU
+count computes the same iteration: one accumulation round each, or, with `round_batch`, several per forward/backward
+pass (D's heads keep their BatchNorm statistics apart), which launches proportionally fewer kernels per image.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import logging
-import os
-import shutil
 import signal
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
-import torch.distributed as dist
 
+from d2o import distributed, freezing, gan_loss
 from d2o import ema as ema_lib
-from d2o import freezing, gan_loss
+from d2o.data_order import EpochSampler
 from d2o.datasets import cached_image_array
 from d2o.discriminators import build_discriminator
 from d2o.edm import model_io
 from d2o.generator import build_generator, generator_sigmas, run_generator
-from d2o.io import atomic_path, atomic_write_json
-from d2o.r1 import lazy_adam_params, r1_penalty, sanitize_grads
+from d2o.identity import provenance, run_identity
+from d2o.io import atomic_write_json
+from d2o.r1 import lazy_adam_params, r1_penalty
+from d2o.run_state import RunDirectory
+from d2o.settings import Execution, Training, batch_split, to_dict
 
 log = logging.getLogger("d2o.train")
 RESUME_EXIT_CODE = 75  # EX_TEMPFAIL: state saved, run again to continue
-STATE_FILE = "training-state.pt"
 # The projected D's frozen projections (feature networks, CCM, CSM) are rebuilt identically on every start (seeded, or
 # pretrained weights) and may be stored in bf16 (`d_precision: bf16`): the training state leaves them out.
 FROZEN_D_PREFIX = "projections."
 
 
-# ----------------------------------------------------------------------------------------------- distributed
-
-
-def _dist_info() -> tuple[int, int, torch.device]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    if world > 1 and not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend)
-    if torch.cuda.is_available():
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        torch.cuda.set_device(local)
-        return rank, world, torch.device("cuda", local)
-    return rank, world, torch.device("cpu")
-
-
-def _allreduce_mean(world: int):
-    """`flat -> mean of flat over the ranks`, in place (None on one process): sanitize_grads runs it on its buffer."""
-    if world == 1:
-        return None
-
-    def reduce(flat: torch.Tensor) -> None:
-        dist.all_reduce(flat)
-        flat /= world
-    return reduce
-
-
-def _reduce_grads(params: list[torch.nn.Parameter], world: int) -> None:
-    """The gradients of `params` as every optimiser step takes them: all-reduce mean over ranks, then sanitised."""
-    sanitize_grads(params, reduce=_allreduce_mean(world))
-
-
-def _seeded(seed: int, *keys: int, device="cpu") -> torch.Generator:
-    g = torch.Generator(device=device)
-    g.manual_seed(int(np.random.SeedSequence([seed, *keys]).generate_state(1, np.uint64)[0] % (2**63)))
-    return g
-
-
-def slurm_end_time() -> float | None:
-    """UNIX time at which SLURM will stop this job (SLURM_JOB_END_TIME, else squeue), or None outside SLURM."""
-    if os.environ.get("SLURM_JOB_END_TIME", "").isdigit():
-        return float(os.environ["SLURM_JOB_END_TIME"])
-    job = os.environ.get("SLURM_JOB_ID")
-    if not job:
-        return None
-    import subprocess
-
-    with contextlib.suppress(Exception):
-        out = subprocess.run(["squeue", "-h", "-j", job, "-o", "%e"], capture_output=True, text=True, timeout=30).stdout.strip()
-        return time.mktime(time.strptime(out, "%Y-%m-%dT%H:%M:%S"))
-    return None
-
-
-# ----------------------------------------------------------------------------------------------- data
-
-
-class EpochSampler:
-    """Indices of the global batch for iteration k: a fresh permutation per epoch seeded by (seed, epoch)."""
-
-    def __init__(self, n: int, seed: int):
-        self.n, self.seed, self._epoch, self._perm = n, seed, -1, None
-
-    def batch(self, k: int, batch: int) -> torch.Tensor:
-        out = []
-        for pos in range(k * batch, (k + 1) * batch):
-            epoch, j = divmod(pos, self.n)
-            if epoch != self._epoch:
-                self._epoch, self._perm = epoch, torch.randperm(self.n, generator=_seeded(self.seed, 1, epoch))
-            out.append(self._perm[j])
-        return torch.stack(out)
-
-
-# ----------------------------------------------------------------------------------------------- the run
-
-# config keys of `discriminator` passed to d2o.discriminators.build_discriminator, per type
-_DISCRIMINATOR_KEYS = {"projected": ("backbones", "resolution", "diffaug", "cout"), "stylegan2": ("channel_max",),
-                       "vgg16": (), "lpips": ()}
-
-
 class Trainer:
-    def __init__(self, exp: dict, run_dir: str | Path, dataset_zip: str | Path, init_path: str | Path,
-                 teacher_path: str | Path | None = None, d_init_path: str | Path | None = None):
-        self.exp, self.run_dir = exp, Path(run_dir)
-        self.rank, self.world, self.device = _dist_info()
-        self.batch_gpu = exp.get("batch_gpu") or exp["batch"] // self.world
-        if exp["batch"] % (self.world * self.batch_gpu):
-            raise ValueError(f"batch {exp['batch']} is not divisible by {self.world} GPUs x batch_gpu {self.batch_gpu}; "
-                             f"change experiments.{exp['name']}.batch, batch_gpu or resources.gpus")
-        self.virtual = exp["batch"] // (self.world * self.batch_gpu)  # virtual GPUs per rank
-        round_batch = exp.get("round_batch") or self.batch_gpu
-        if round_batch % self.batch_gpu or (self.virtual * self.batch_gpu) % round_batch:
-            raise ValueError(f"round_batch {round_batch} must be a multiple of batch_gpu {self.batch_gpu} and divide the "
-                             f"{self.virtual * self.batch_gpu} samples per GPU; change experiments.{exp['name']}.round_batch")
-        self.group = round_batch // self.batch_gpu      # virtual GPUs per forward/backward pass
-        self.rounds = self.virtual // self.group         # gradient-accumulation rounds (passes) per iteration
-        if exp.get("deterministic"):
+    """One training run: `Trainer(name, exp.training, exp.execution, runs_dir, dataset_zip, init_path).run(output)`."""
+
+    def __init__(self, name: str, training: Training, execution: Execution, runs_dir: str | Path,
+                 dataset_zip: str | Path, init_path: str | Path, d_init_path: str | Path | None = None):
+        self.name, t, x = name, training, execution
+        self.t, self.x = t, x
+        self.rank, self.world, self.device = distributed.init()
+        projected = t.discriminator is None or t.discriminator.type == "projected"
+        self.batch_gpu, self.virtual, self.group, self.rounds = batch_split(
+            t.batch, self.world, t.batch_gpu, x.round_batch, projected, f"experiments.{name}", "GPUs of this run")
+        if x.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
-        tf32 = exp.get("d_precision") == "tf32"  # the authors disable TF32; `tf32` enables it wherever fp32 runs
+        tf32 = t.d_precision == "tf32"  # the authors disable TF32; `tf32` enables it wherever fp32 runs
         torch.backends.cuda.matmul.allow_tf32 = tf32
         torch.backends.cudnn.allow_tf32 = tf32
-        torch.backends.cudnn.benchmark = not exp.get("deterministic")
+        torch.backends.cudnn.benchmark = not x.deterministic
+
+        d = t.discriminator if t.uses_gan else None
+        if d is not None and d.init and d_init_path is None:
+            raise ValueError(f"experiment {name}: discriminator.init is {d.init!r} but no converted checkpoint was "
+                             f"given (train.py --d-init <results>/checkpoints/{d.init}.safetensors)")
+        self.identity = run_identity(t, {"dataset": dataset_zip, "init": init_path,
+                                         "discriminator_init": d_init_path if d is not None and d.init else None})
+        self.run_dir = RunDirectory(runs_dir, self.identity, t.total_img)
 
         # uint8 NHWC, decoded once per dataset version into <dataset folder>/.cache and memory-mapped
         self.images, labels = cached_image_array(dataset_zip, Path(dataset_zip).parent / ".cache")
         self.labels = torch.from_numpy(labels) if labels is not None else None
-        self.label_dim = exp["label_dim"]
+        self.label_dim = t.label_dim
         if self.label_dim and self.labels is None:
-            raise ValueError(f"{dataset_zip}: experiment {exp['name']} is conditional but the dataset has no labels")
-        self.sampler = EpochSampler(len(self.images), exp["seed"])
+            raise ValueError(f"{dataset_zip}: experiment {name} is conditional but the dataset has no labels")
+        self.sampler = EpochSampler(len(self.images), t.seed)
 
         init = model_io.load_network(init_path)
-        torch.manual_seed(exp["seed"])  # the fresh initialisation of `init_weights: random` runs
-        self.G = build_generator(init, self.label_dim, exp["init_weights"]).to(self.device).train()
-        self.frozen = freezing.freeze(self.G.model, exp["freeze"], authors_rule=exp.get("freeze_rule") == "authors")
+        torch.manual_seed(t.seed)  # the fresh initialisation of `init_weights: random` runs
+        self.G = build_generator(init, self.label_dim, t.init_weights).to(self.device).train()
+        self.frozen = freezing.freeze(self.G.model, t.freeze, authors_rule=t.freeze_rule == "authors")
         self.shares = freezing.group_shares(self.G.model)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
-        self.sigmas = generator_sigmas(exp["generator_steps"], exp["middle_sigma"])
+        self.sigmas = generator_sigmas(t.generator_steps, t.middle_sigma)
 
-        self.use_gan = exp["method"] in ("gan", "gan+cd")
+        self.use_gan, self.use_cd = t.uses_gan, t.uses_cd
         self.d_init = None  # where a pre-trained discriminator came from (train.json)
-        self.use_cd = exp["method"] in ("cd", "gan+cd")
+        self.augment = self.ada = None
         res = self.images.shape[1]
         if self.use_gan:
-            d = exp["discriminator"]
-            dcfg = {"type": d["type"], **{k: d[k] for k in _DISCRIMINATOR_KEYS[d["type"]]}}
-            if d.get("init"):  # a GAN-pretrained discriminator (Table 1), converted by the DAG (rule convert_checkpoint)
-                if d_init_path is None:
-                    raise ValueError(f"experiment {exp['name']}: discriminator.init is {d['init']!r} but no converted "
-                                     f"checkpoint was given (train.py --d-init <results>/checkpoints/{d['init']}.safetensors)")
+            dcfg = {"type": d.type, **d.build_kwargs()}
+            if d.init:  # a GAN-pretrained discriminator (Table 1), converted by the DAG (rule convert_checkpoint)
                 dcfg["checkpoint"] = str(d_init_path)
-            torch.manual_seed(exp["seed"])  # the frozen random projections: identical on every rank and every resume
-            self.D = build_discriminator(dcfg, res, self.label_dim, pretrained=not exp["offline"]).to(self.device).train()
-            self.d_init = {"checkpoint": d["init"], "source": getattr(self.D, "d2o_extra", {}),
-                           "reinitialised": getattr(self.D, "reinitialised", [])} if d.get("init") else None
+            torch.manual_seed(t.seed)  # the frozen random projections: identical on every rank and every resume
+            self.D = build_discriminator(dcfg, res, self.label_dim, pretrained=not t.offline).to(self.device).train()
+            if d.init:
+                self.d_init = {"checkpoint": d.init, "source": getattr(self.D, "d2o_extra", {}),
+                               "reinitialised": getattr(self.D, "reinitialised", [])}
             if self.group > 1:  # several virtual GPUs per pass: their D batch statistics are kept apart
-                if not hasattr(self.D, "set_batchnorm_group"):
-                    raise ValueError(f"round_batch > batch_gpu needs the projected discriminator (the {d['type']!r} "
-                                     f"discriminator couples samples in other ways); remove experiments.{exp['name']}.round_batch")
                 self.D.set_batchnorm_group(self.batch_gpu)
             d_params = self.D.trainable_parameters() if hasattr(self.D, "trainable_parameters") else [p for p in self.D.parameters() if p.requires_grad]
             self.d_params = list(d_params)
-            lr_d, betas_d = exp["lr_d"], (0.0, 0.99)
-            if exp["r1_gamma"]:
-                lr_d, betas_d = lazy_adam_params(lr_d, betas_d, exp["r1_interval"])
+            lr_d, betas_d = t.lr_d, (0.0, 0.99)
+            if t.r1_gamma:
+                lr_d, betas_d = lazy_adam_params(lr_d, betas_d, t.r1_interval)
             self.opt_D = torch.optim.Adam(self.d_params, lr=lr_d, betas=betas_d, eps=1e-8, **self._fused())
-            self.augment = self.ada = None
-            if exp["discriminator"]["ada_target"] is not None:  # Table 1 rows: ADA on reals and fakes (d2o.ada)
+            if d.ada_target is not None:  # Table 1 rows: ADA on reals and fakes (d2o.ada)
                 from d2o.ada import AdaController, AugmentPipe
                 self.augment = AugmentPipe(p=0.0).to(self.device)
-                self.ada = AdaController(self.augment, target=exp["discriminator"]["ada_target"],
-                                         ada_kimg=exp["discriminator"]["ada_kimg"])
-        if self.use_cd:
+                self.ada = AdaController(self.augment, target=d.ada_target, ada_kimg=d.ada_kimg)
+        if self.use_cd:  # the teacher is the init checkpoint's network, frozen (spec §6.1)
             from d2o.cd import build_lpips
-            self.teacher = model_io.load_network(teacher_path or init_path).to(self.device).eval().requires_grad_(False)
-            self.lpips = build_lpips(exp["offline"]).to(self.device)
+            self.teacher = init.to(self.device).eval().requires_grad_(False)
+            self.lpips = build_lpips(t.offline).to(self.device)
         if self.device.type == "cuda":  # NHWC convolutions (cuDNN's fast path); CPU keeps NCHW
             for m in (self.G, self.G_ema) + ((self.D,) if self.use_gan else ()):
                 m.to(memory_format=torch.channels_last)
-        if self.use_gan and self.device.type == "cuda" and exp["d_precision"] == "bf16" and hasattr(self.D, "cast_projection_weights"):
+        if self.use_gan and self.device.type == "cuda" and t.d_precision == "bf16" and hasattr(self.D, "cast_projection_weights"):
             self.D.cast_projection_weights(torch.bfloat16)  # frozen weights cast once, not by autocast on every call
-        # torch.compile (`compile` in config): the generator, and the frozen projections and trainable heads of a
-        # projected D; R1 stays eager (no double backward through compiled graphs), as do the EMA copy, the CD teacher
-        # and LPIPS
+        # torch.compile (`compile`): the generator, and the frozen projections and trainable heads of a projected D;
+        # R1 stays eager (no double backward through compiled graphs), as do the EMA copy, the CD teacher and LPIPS
         self.G_fast = self.G
-        if exp["compile"] not in ("off", False):  # an unquoted `off` in YAML is False
-            self.G_fast = torch.compile(self.G, mode=exp["compile"])
+        if x.compile != "off":
+            self.G_fast = torch.compile(self.G, mode=x.compile)
             if self.use_gan and hasattr(self.D, "compile_networks"):
-                self.D.compile_networks(mode=exp["compile"])
+                self.D.compile_networks(mode=x.compile)
         self.g_params = [p for p in self.G.parameters() if p.requires_grad]
-        self.opt_G = torch.optim.Adam(self.g_params, lr=exp["lr_g"], betas=(0.0, 0.99), eps=1e-8, **self._fused())
+        self.opt_G = torch.optim.Adam(self.g_params, lr=t.lr_g, betas=(0.0, 0.99), eps=1e-8, **self._fused())
         self.it, self.nimg = 0, 0
-        self.total_img = round(exp["duration_mimg"] * 1e6)
+        self.total_img = t.total_img
         self._stop_signal = None
+        self.resumed_at: list[dict] = []  # (iteration, images) of every start of this run (train.json)
 
     def _fused(self) -> dict:
         return {"fused": True} if self.device.type == "cuda" else {}
 
     # ---- state
     def state_dict(self) -> dict:
-        s = {"it": self.it, "nimg": self.nimg, "G": self.G.state_dict(), "G_ema": self.G_ema.state_dict(),
-             "opt_G": self.opt_G.state_dict()}
+        s = {"it": self.it, "nimg": self.nimg, "run_identity": self.identity["run"], "G": self.G.state_dict(),
+             "G_ema": self.G_ema.state_dict(), "opt_G": self.opt_G.state_dict()}
         if self.use_gan:
             s.update(D={k: v for k, v in self.D.state_dict().items() if not k.startswith(FROZEN_D_PREFIX)},
                      opt_D=self.opt_D.state_dict())
@@ -239,6 +158,9 @@ class Trainer:
         return s
 
     def load_state_dict(self, s: dict) -> None:
+        if s.get("run_identity", self.identity["run"]) != self.identity["run"]:
+            raise RuntimeError(f"{self.run_dir.state_file}: a state of run {s['run_identity']}, not of this run "
+                               f"({self.identity['run']}); it was moved into this directory by hand: move it back")
         self.it, self.nimg = s["it"], s["nimg"]
         self.G.load_state_dict(s["G"])
         self.G_ema.load_state_dict(s["G_ema"])
@@ -247,7 +169,7 @@ class Trainer:
             state = {k: v for k, v in s["D"].items() if not k.startswith(FROZEN_D_PREFIX)}  # states before Nov 2026 had them
             missing, unexpected = self.D.load_state_dict(state, strict=False)
             if unexpected or any(not k.startswith(FROZEN_D_PREFIX) for k in missing):
-                raise RuntimeError(f"{self.run_dir / STATE_FILE}: discriminator state does not match the experiment's "
+                raise RuntimeError(f"{self.run_dir.state_file}: discriminator state does not match the experiment's "
                                    f"(missing {missing[:3]}, unexpected {unexpected[:3]}); delete the run folder to restart")
             self.opt_D.load_state_dict(s["opt_D"])
             if self.ada is not None:
@@ -255,23 +177,23 @@ class Trainer:
 
     def save_state(self) -> None:
         if self.rank == 0:
-            with atomic_path(self.run_dir / STATE_FILE) as tmp:
-                torch.save(self.state_dict(), tmp)
-        if self.world > 1:
-            dist.barrier()
+            self.run_dir.save(self.state_dict())
+        distributed.barrier(self.world)
 
-    def try_resume(self) -> bool:
-        path = self.run_dir / STATE_FILE
-        if not path.exists():
-            return False
-        self.load_state_dict(torch.load(path, map_location=self.device, weights_only=True))
-        stats = self.run_dir / "stats.jsonl"
-        if self.rank == 0 and stats.exists():  # drop log lines of iterations that will be recomputed
-            keep = [l for l in stats.read_text().splitlines() if l and json.loads(l)["it"] <= self.it]
-            with atomic_path(stats) as tmp:
-                tmp.write_text("".join(l + "\n" for l in keep))
-        log.info("resumed %s at iteration %d (%.3f Mimg)", self.run_dir, self.it, self.nimg / 1e6)
-        return True
+    def open_run(self) -> None:
+        """Bind to the run directory of this run's identity and resume its state, if any (d2o.run_state)."""
+        if self.rank == 0:
+            resumable = self.run_dir.open()
+        distributed.barrier(self.world)
+        if self.run_dir.state_file.exists() and (self.rank != 0 or resumable):
+            self.load_state_dict(self.run_dir.load(self.device))
+            if self.rank == 0:
+                self.run_dir.trim_stats(self.it)
+        self.resumed_at.append({"it": self.it, "nimg": self.nimg, "time": time.time()})
+        t = self.t
+        log.info("run %s (model %s) %s at iteration %d (%.4f of %.4f Mimg); %s", self.run_dir.path,
+                 self.identity["model"], "resumed" if self.it else "started", self.it, self.nimg / 1e6,
+                 t.duration_mimg, ", ".join(f"{k}={v}" for k, v in to_dict(t).items() if not isinstance(v, dict)))
 
     # ---- one iteration
     def _batch(self, global_idx: torch.Tensor, v: int):
@@ -300,7 +222,7 @@ class Trainer:
         return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda" and precision == "bf16")
 
     def _generate(self, z, c):
-        with self._autocast(self.exp["precision"]):
+        with self._autocast(self.t.precision):
             return run_generator(self.G_fast, z, c, self.sigmas).float()
 
     def _augment(self, x, g_augs):
@@ -312,7 +234,7 @@ class Trainer:
     def _D(self, x, c, g_augs):
         """The discriminator, behind ADA's augmentation when it is on (reals, fakes and R1 alike, as StyleGAN2-ADA)."""
         x = self._augment(x, g_augs)
-        with self._autocast(self.exp["d_precision"]):
+        with self._autocast(self.t.d_precision):
             return self.D(x, c)
 
     def _D_pair(self, x, c, fake, c2, g_augs):
@@ -320,13 +242,13 @@ class Trainer:
         if not hasattr(self.D, "forward_pair"):
             return self._D(x, c, g_augs), self._D(fake, c2, g_augs)
         x, fake = self._augment(x, g_augs), self._augment(fake, g_augs)
-        with self._autocast(self.exp["d_precision"]):
+        with self._autocast(self.t.d_precision):
             return self.D.forward_pair(x, c, fake, c2)
 
     def _per_gpu(self, loss: torch.Tensor) -> torch.Tensor:
         """A round's GAN loss as the mean over its virtual GPUs: the authors' per-sample sum grows with the samples of
         the pass, so it is divided by the virtual GPUs in it; batch means (`mean`, R1, CD) already are that mean."""
-        return loss / self.group if self.group > 1 and self.exp["loss"]["aggregation"] == "sample_sum" else loss
+        return loss / self.group if self.group > 1 and self.t.loss.aggregation == "sample_sum" else loss
 
     def _eager_D(self):
         return self.D.eager() if hasattr(self.D, "eager") else contextlib.nullcontext()
@@ -366,12 +288,12 @@ class Trainer:
         ranks each, and accumulates loss / rounds: gradients (after the all-reduce mean over ranks) equal those of a
         run on world * virtual GPUs with one round each. With group > 1 the draws made inside D and the losses
         (DiffAugment, CD's noise levels) come from the stream of the pass's first virtual rank."""
-        exp, stats, R, K = self.exp, {}, self.rounds, self.group
-        if exp["compile"] in ("reduce-overhead", "max-autotune"):
+        t, stats, R, K = self.t, {}, self.rounds, self.group
+        if self.x.compile in ("reduce-overhead", "max-autotune"):
             torch.compiler.cudagraph_mark_step_begin()  # CUDA graphs: last iteration's graph outputs may be reused
         vs = [self.rank * self.virtual + i for i in range(self.virtual)]
-        gens = [_seeded(exp["seed"], 2, v, self.it) for v in vs]
-        g_augs = [_seeded(exp["seed"], 3, v, self.it, device=self.device) for v in vs]
+        gens = [distributed.seeded(t.seed, 2, v, self.it) for v in vs]
+        g_augs = [distributed.seeded(t.seed, 3, v, self.it, device=self.device) for v in vs]
         seeds = [int(torch.randint(2**62, (1,), generator=g)) for g in gens]
         rng_states = []
         for r in range(R):  # DiffAugment and any other global draw: one stream per round
@@ -379,7 +301,7 @@ class Trainer:
             if R > 1:
                 rng_states.append(self._global_rng_state())
         gens, g_augs = [gens[r * K:(r + 1) * K] for r in range(R)], [g_augs[r * K:(r + 1) * K] for r in range(R)]
-        global_idx = self.sampler.batch(self.it, exp["batch"])
+        global_idx = self.sampler.batch(self.it, t.batch)
         data = [self._batch(global_idx, vs[r * K]) for r in range(R)]  # each round's reals, for the G, D and R1 steps
 
         def log(key, value):  # per-round values, averaged over the rounds
@@ -396,20 +318,20 @@ class Trainer:
             loss_g = torch.zeros((), device=self.device)
             if self.use_gan:
                 fake = self._generate(z, cz)
-                loss_gan = self._per_gpu(gan_loss.generator_loss(self._D(fake, cz, g_augs[r]), exp["loss"]["kind"],
-                                                                 exp["loss"]["aggregation"]))
+                loss_gan = self._per_gpu(gan_loss.generator_loss(self._D(fake, cz, g_augs[r]), t.loss.kind,
+                                                                 t.loss.aggregation))
                 loss_g = loss_g + loss_gan
                 log("loss_G_gan", loss_gan)
             if self.use_cd:
                 from d2o.cd import cd_loss
                 z_cd = self._noise(gens[r], x.shape[1:])
-                lc = cd_loss(self.G_fast, self.teacher, x, z_cd, c, self.lpips, gens[r][0], N=exp["cd"]["N"], rho=exp["cd"]["rho"],
-                             i_min=exp["cd"]["i_min"], resolution=exp["cd"]["lpips_resolution"])
-                loss_g = loss_g + exp["cd"]["weight"] * lc
+                lc = cd_loss(self.G_fast, self.teacher, x, z_cd, c, self.lpips, gens[r][0], N=t.cd.N, rho=t.cd.rho,
+                             i_min=t.cd.i_min, resolution=t.cd.lpips_resolution)
+                loss_g = loss_g + t.cd.weight * lc
                 log("loss_G_cd", lc)
             (loss_g / R).backward()
             log("loss_G", loss_g)
-        _reduce_grads(self.g_params, self.world)
+        distributed.reduce_grads(self.g_params, self.world)
         self.opt_G.step()
 
         if self.use_gan:
@@ -424,34 +346,34 @@ class Trainer:
                 with torch.no_grad():
                     fake = self._generate(z2, c2)
                 lr_, lf_ = self._D_pair(x, c, fake, c2, g_augs[r])
-                loss_d = self._per_gpu(gan_loss.discriminator_loss(lr_, lf_, exp["loss"]["kind"], exp["loss"]["aggregation"]))
+                loss_d = self._per_gpu(gan_loss.discriminator_loss(lr_, lf_, t.loss.kind, t.loss.aggregation))
                 (loss_d / R).backward()
                 log("loss_D", loss_d)
                 log("logits_real", _mean_logit(lr_))
                 log("logits_fake", _mean_logit(lf_))
                 if self.ada is not None:
                     self.ada.accumulate(lr_)
-            _reduce_grads(self.d_params, self.world)
+            distributed.reduce_grads(self.d_params, self.world)
             self.opt_D.step()
             if self.ada is not None:
-                stats["ada_p"] = torch.tensor(self.ada.step(exp["batch"]))
+                stats["ada_p"] = torch.tensor(self.ada.step(t.batch))
 
-            if exp["r1_gamma"] and self.it > 0 and self.it % exp["r1_interval"] == 0:
+            if t.r1_gamma and self.it > 0 and self.it % t.r1_interval == 0:
                 self.opt_D.zero_grad(set_to_none=True)
                 for r in self._rounds(rng_states):
                     x, c = data[r]
                     with self._eager_D():
-                        loss_r1, sq = r1_penalty(lambda img, cc: self._D(img, cc, g_augs[r]), x, c, exp["r1_gamma"],
-                                                 exp["r1_interval"])
+                        loss_r1, sq = r1_penalty(lambda img, cc: self._D(img, cc, g_augs[r]), x, c, t.r1_gamma,
+                                                 t.r1_interval)
                     (loss_r1 / R).backward()
                     log("loss_r1", loss_r1)
                     log("r1_grad_sq", sq.mean())
-                _reduce_grads(self.d_params, self.world)
+                distributed.reduce_grads(self.d_params, self.world)
                 self.opt_D.step()
 
-        beta = ema_lib.ema_beta(exp["batch"], self.nimg, exp["ema_halflife_mimg"] * 1e6, exp["ema_rampup"])
+        beta = ema_lib.ema_beta(t.batch, self.nimg, t.ema_halflife_mimg * 1e6, t.ema_rampup)
         ema_lib.update_ema(self.G_ema, self.G, beta)
-        self.nimg += exp["batch"]
+        self.nimg += t.batch
         self.it += 1
         return stats
 
@@ -460,30 +382,25 @@ class Trainer:
         self._stop_signal = signum
         log.warning("signal %d: saving state at the end of this iteration", signum)
 
-    def run(self, output: str | Path, snapshot_kimgs: list[int], stats_path: str | Path | None = None,
-            stop_after_iters: int | None = None) -> int:
+    def run(self, output: str | Path, stop_after_iters: int | None = None) -> int:
         """Train to the end (or to `stop_after_iters`, for tests); returns 0 when done or RESUME_EXIT_CODE."""
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        snap_dir = self.run_dir / "snapshots"
-        snap_dir.mkdir(exist_ok=True)
-        self.try_resume()
+        x = self.x
+        self.open_run()
         for sig in (signal.SIGTERM, signal.SIGUSR1):
             with contextlib.suppress(ValueError):  # not in the main thread (tests)
                 signal.signal(sig, self._on_signal)
-        stats_path = Path(stats_path or self.run_dir / "stats.jsonl")
-        pending = [k for k in snapshot_kimgs if k * 1000 > self.nimg]
-        end_time = slurm_end_time()
-        margin = self.exp["stop_margin_s"]
+        pending = [k for k in self.t.snapshot_kimgs() if k * 1000 > self.nimg]
+        end_time = distributed.slurm_end_time()
         if end_time is not None:
-            log.info("SLURM job ends at %s: saving state and stopping %d s before", time.ctime(end_time), margin)
+            log.info("SLURM job ends at %s: saving state and stopping %d s before", time.ctime(end_time), x.stop_margin_s)
         t_start, img_start, last_state, last_log = time.time(), self.nimg, time.time(), self.nimg
-        log_every = self.exp["log_every_kimg"] * 1000
+        log_every = x.log_every_kimg * 1000
         acc: dict[str, list[torch.Tensor]] = {}
         while self.nimg < self.total_img:
             for k, v in self.step().items():
                 acc.setdefault(k, []).append(v)
             while pending and self.nimg >= pending[0] * 1000:
-                self._save_snapshot(snap_dir / f"snapshot-{pending.pop(0):06d}.safetensors")
+                self._save_snapshot(self.run_dir.snapshot(pending.pop(0)))
             if self.nimg - last_log >= log_every or self.nimg >= self.total_img:
                 rate = (self.nimg - img_start) / max(time.time() - t_start, 1e-9)
                 rec = {"it": self.it, "kimg": self.nimg / 1e3, "img_per_s": rate,
@@ -492,15 +409,14 @@ class Trainer:
                 acc.clear()
                 last_log = self.nimg
                 if self.rank == 0:
-                    with open(stats_path, "a") as f:
-                        f.write(json.dumps(rec) + "\n")
+                    self.run_dir.append_stats(rec)
                     log.info("kimg %.1f  %.1f img/s  ETA %.0f s  %s", rec["kimg"], rate, rec["eta_s"],
                              " ".join(f"{k}={v:.4g}" for k, v in rec.items() if k.startswith(("loss", "logits"))))
-            if self._stop_signal is not None or (end_time is not None and time.time() > end_time - margin):
+            if self._stop_signal is not None or (end_time is not None and time.time() > end_time - x.stop_margin_s):
                 log.warning("stopping at iteration %d before the time limit; rerun (or let the scheduler retry) to resume", self.it)
                 self.save_state()
                 return RESUME_EXIT_CODE
-            if time.time() - last_state > self.exp["state_minutes"] * 60:
+            if time.time() - last_state > x.state_minutes * 60:
                 self.save_state()
                 last_state = time.time()
             if stop_after_iters is not None and self.it >= stop_after_iters:
@@ -509,21 +425,31 @@ class Trainer:
         self.save_state()
         if self.rank == 0:
             self.write_outputs(output)
+            self.run_dir.mark_finished(self.nimg)
         return 0
 
     def _save_snapshot(self, path: Path) -> None:
         if self.rank == 0 and not path.exists():
-            model_io.save_model(self.G_ema, path, extra={"experiment": self.exp["name"], "nimg": self.nimg})
+            model_io.save_model(self.G_ema, path, extra={"experiment": self.name, "nimg": self.nimg,
+                                                         "run_identity": self.identity["run"]})
 
     def write_outputs(self, output: str | Path) -> None:
+        """The EMA generator and train.json: what was trained, under which identity, by which code on what."""
         output = Path(output)
-        model_io.save_model(self.G_ema, output, extra={"experiment": self.exp["name"], "nimg": self.nimg,
-                                                        "offline": self.exp["offline"], "label": self.exp["label"]})
-        summary = {"experiment": self.exp["name"], "images": self.nimg, "iterations": self.it,
-                   "training_mimg": self.nimg / 1e6, "params_m": self.shares["total_params"] / 1e6,
-                   "shares": self.shares, "frozen_tensors": len(self.frozen), "sigmas": self.sigmas,
-                   "offline": self.exp["offline"], "label": self.exp["label"], "world_size": self.world,
-                   "discriminator_init": self.d_init, "config": self.exp}
+        t = self.t
+        model_io.save_model(self.G_ema, output, extra={"experiment": self.name, "nimg": self.nimg,
+                                                        "model_identity": self.identity["model"],
+                                                        "offline": t.offline})
+        summary = {"experiment": self.name, "model_identity": self.identity["model"],
+                   "run_identity": self.identity["run"], "run_dir": str(self.run_dir.path),
+                   "images": self.nimg, "iterations": self.it, "training_mimg": self.nimg / 1e6,
+                   "params_m": self.shares["total_params"] / 1e6, "shares": self.shares,
+                   "frozen_tensors": len(self.frozen), "frozen_params": sum(p.numel() for n, p in self.G.model.named_parameters() if n in set(self.frozen)),
+                   "sigmas": list(self.sigmas), "offline": t.offline, "world_size": self.world,
+                   "virtual_gpus": self.world * self.virtual, "discriminator_init": self.d_init,
+                   "inputs": self.identity["inputs"], "starts": self.resumed_at,
+                   "settings": {"training": to_dict(t), "execution": to_dict(self.x)},
+                   "provenance": provenance(self.device, self.world)}
         atomic_write_json(output.with_name("train.json"), summary)
 
 
@@ -534,19 +460,3 @@ def _cat(tensors: list[torch.Tensor]) -> torch.Tensor:
 def _mean_logit(logits) -> torch.Tensor:
     flat = [t.detach().float().mean() for group in logits for t in group]
     return torch.stack(flat).mean()
-
-
-def copy_snapshots(run_dir: str | Path, dest_dir: str | Path, kimgs: list[int]) -> None:
-    """Hard-link (or copy) the run's snapshots into the declared snapshot folder."""
-    dest_dir = Path(dest_dir)
-    dest_dir.mkdir(parents=True, exist_ok=True)
-    for k in kimgs:
-        src = Path(run_dir) / "snapshots" / f"snapshot-{k:06d}.safetensors"
-        if not src.exists():
-            raise FileNotFoundError(f"{src}: snapshot missing after training; delete {run_dir} and retrain")
-        dst = dest_dir / src.name
-        if not dst.exists():
-            try:
-                os.link(src, dst)
-            except OSError:
-                shutil.copy2(src, dst)

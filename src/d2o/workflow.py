@@ -35,14 +35,25 @@ def read_json(path) -> dict:
         return json.load(f)
 
 
-def metric_kwargs(metrics_cfg: dict, offline: bool, which: str = "fid") -> dict:
-    """Feature extractor, layer, weights and batch for one metric, from the registry's `metrics` block."""
+def metric_kwargs(features, which: str = "fid") -> dict:
+    """Feature extractor, layer, weights, batch and label for one metric from the registry's feature extractors
+    (d2o.settings.MetricFeatures: the one place that says whether metrics are offline)."""
     from d2o import metrics
 
-    s = metrics.extractor_settings(offline or metrics_cfg.get("extractor") == "demo")
+    s = metrics.extractor_settings(features.offline or features.extractor == "demo")
     if which == "clip_fid":
-        return dict(feature_extractor=s["clip_extractor"], layer=s["layer_clip"], weights_path=metrics_cfg.get("clip_weights"),
-                    batch_size=metrics_cfg.get("batch", 250), label=s["label"])
+        return dict(feature_extractor=s["clip_extractor"], layer=s["layer_clip"], weights_path=features.clip_weights,
+                    batch_size=features.batch, label=s["label"])
     layer = {"fid": s["layer_fid"], "is": s["layer_isc"], "pr": s["layer_prc"]}[which]
-    return dict(feature_extractor=s["feature_extractor"], layer=layer, weights_path=metrics_cfg.get("inception_weights"),
-                batch_size=metrics_cfg.get("batch", 250), label=s["label"])
+    return dict(feature_extractor=s["feature_extractor"], layer=layer, weights_path=features.inception_weights,
+                batch_size=features.batch, label=s["label"])
+
+
+def result_record(res: dict, experiment: str, samples=None, dev=None) -> dict:
+    """A metric result with what it is bound to: the experiment, the samples' and model's identities (recorded in
+    the sample zip by merge_samples) and the provenance (code, versions, hardware)."""
+    from d2o.identity import provenance
+
+    extra = getattr(samples, "extra", {}) or {}
+    return {**res, "experiment": experiment, "model_identity": extra.get("model_identity"),
+            "samples_identity": extra.get("samples_identity"), "provenance": provenance(dev)}

@@ -1,12 +1,13 @@
 """Feature statistics of a prepared dataset (computed once per dataset, reused by every model's FID / CLIP-FID)."""
 from d2o import metrics
 from d2o.datasets import ImageZipDataset
+from d2o.settings import MetricFeatures, from_dict
 from d2o.workflow import device, from_snakemake, metric_kwargs
 
 log = from_snakemake(snakemake)
-wc = snakemake.wildcards
-clip = wc.clip == "-clip"
-kw = metric_kwargs(snakemake.params.metrics, wc.extractor == "demo", "clip_fid" if clip else "fid")
+clip = snakemake.wildcards.clip == "-clip"
+features = from_dict(MetricFeatures, snakemake.params.features)
+kw = metric_kwargs(features, "clip_fid" if clip else "fid")
 images = ImageZipDataset(snakemake.input[0])
 if clip:  # clean-fid's CLIP protocol: PIL bicubic + centre crop to 224 before the features
     images = metrics.CleanFIDClipResize(images)

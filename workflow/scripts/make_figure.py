@@ -1,5 +1,4 @@
 """One paper figure (PDF + PNG) from DAG artefacts: training curves, metric files, frequency analysis, grids."""
-import re
 from pathlib import Path
 
 import numpy as np
@@ -37,11 +36,10 @@ elif name == "fig6":
     maps = {str(n): z[f"fmap_out_{i}"] - z[f"fmap_in_{i}"] for i, n in enumerate(z["fmap_names"])}
     fig = figures.fig6(maps, z["radial_shallow"], z["radial_deep"], z["sigma"], p.label)
 elif name in ("fig5", "grids"):
-    models = {"edm": "EDM", "d2o": "D2O", "d2o_f": "D2O-F", "scratch": "scratch"}
     grids = {}
-    for slot, exp in p.slots.items():  # slot = <dataset>_<model>, e.g. afhqv2_d2o_f
-        dataset, model = re.fullmatch(r"(.+?)_(edm|d2o_f|d2o|scratch)", slot).groups()
-        grids.setdefault(dataset, {})[models[model]] = np.load(results / "grids" / f"{exp}.npz")["images"]
+    for slot, exp in p.slots.items():
+        dataset, model = figures.grid_slot(slot)
+        grids.setdefault(dataset, {})[model] = np.load(results / "grids" / f"{exp}.npz")["images"]
     fig = figures.fig5(grids, p.label)
 else:
     raise ValueError(f"unknown figure {name}")

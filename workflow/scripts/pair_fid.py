@@ -2,13 +2,16 @@
 from d2o import metrics
 from d2o.datasets import ImageZipDataset
 from d2o.io import atomic_write_json
-from d2o.workflow import device, from_snakemake, metric_kwargs
+from d2o.settings import read_part
+from d2o.workflow import device, from_snakemake, metric_kwargs, result_record
 
 log = from_snakemake(snakemake)
+name, ev = read_part(snakemake.input.evaluation, "evaluation")
 a, b = ImageZipDataset(snakemake.input.samples), ImageZipDataset(snakemake.input.other)
-kw = metric_kwargs(snakemake.params.metrics, snakemake.params.offline, "fid")
-res = metrics.compute_fid_generated(a, b, num_samples=min(len(a), len(b)), device=device(),
-                                    reference_name=snakemake.wildcards.other, **kw)
-res.update(experiment=snakemake.wildcards.experiment, other=snakemake.wildcards.other)
+dev = device()
+res = metrics.compute_fid_generated(a, b, num_samples=min(len(a), len(b)), device=dev,
+                                    reference_name=snakemake.wildcards.other, **metric_kwargs(ev.features, "fid"))
+res = result_record(res, name, a, dev)
+res.update(other=snakemake.wildcards.other, other_samples_identity=b.extra.get("samples_identity"))
 atomic_write_json(snakemake.output[0], res)
-log.info("FID(%s, %s) = %.4f", snakemake.wildcards.experiment, snakemake.wildcards.other, res["value"])
+log.info("FID(%s, %s) = %.4f", name, snakemake.wildcards.other, res["value"])

@@ -1,6 +1,0 @@
-"""Write one resolved experiment (defaults <- dataset defaults <- extends chain <- experiment) as JSON."""
-from d2o.io import atomic_write_json
-from d2o.workflow import from_snakemake
-
-from_snakemake(snakemake)
-atomic_write_json(snakemake.output[0], dict(snakemake.params.resolved))
