@@ -58,3 +58,22 @@ def test_authors_rule_freezes_84p40_percent(cifar_unet):
 def test_unknown_group():
     with pytest.raises(ValueError, match="valid choices"):
         freezing.freeze(torch.nn.Linear(2, 2), ["convs"])
+
+
+NCSNPP64 = dict(CIFAR, img_resolution=64, channel_mult=[1, 2, 2, 2], augment_dim=9)
+ADM = dict(img_resolution=64, img_channels=3, label_dim=1000, model_type="DhariwalUNet", model_channels=192,
+           channel_mult=[1, 2, 3, 4], num_blocks=3, attn_resolutions=[32, 16, 8], dropout=0.1)
+
+
+@pytest.mark.parametrize("experiment, net, frozen_percent", [
+    ("cifar10-uncond-d2o-f", CIFAR, 84.40), ("afhqv2-d2o-f", NCSNPP64, 83.84), ("imagenet64-d2o-f", ADM, 78.77)])
+def test_paper_d2o_f_runs_freeze_what_the_released_code_froze(experiment, net, frozen_percent):
+    """The paper registry's D2O-F settings freeze the released code's set (spec §2), not the Table 3 accounting."""
+    from d2o.config import experiment_settings, load_config
+
+    t = experiment_settings(load_config("config/config.yaml"), experiment).training
+    assert t.freeze == ("conv",) and t.freeze_rule == "authors"
+    with torch.device("meta"):
+        unet = EDMPrecond(**net).model
+    freezing.freeze(unet, t.freeze, authors_rule=t.freeze_rule == "authors")
+    assert abs((100 - freezing.group_shares(unet)["trainable_percent"]) - frozen_percent) < 0.01

@@ -79,3 +79,16 @@ def test_each_number_names_the_model_and_code_that_made_it(tmp_path):
     assert computed[("table4", "d2o_uncond", "fid")] == (1.7, "run-x", "abc123 @ 0123456789+dirty")
     row = next(r for r in _csv(scorecard.build(LIT, computed, PAPER)[1]) if r["id"] == "table4/d2o_uncond/fid")
     assert row["made_by"] == "abc123 @ 0123456789+dirty" and row["reproduced"] == "1.7"
+
+
+def test_collect_reads_what_a_run_trained(tmp_path):
+    """Table 3's 'Tunable params' cell: the run's trainable share from train.json."""
+    import json
+
+    from d2o import report
+
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "train.json").write_text(json.dumps({"training_mimg": 5.0, "params_m": 56.4, "shares": {
+        "norm": 7.8, "conv": 85.5, "qkv": 2.1, "skip": 4.0, "other": 0.6, "trainable_percent": 15.6}}))
+    got = report.collect(tmp_path, "r")
+    assert got["trainable_percent"] == 15.6 and got["training_mimg"] == 5.0

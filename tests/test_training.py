@@ -245,7 +245,7 @@ def test_cd_methods_train(toy, tmp_path, method):
     root, exp = toy
     exp = dict(exp, method=method, duration_mimg=8 * 2 / 1e6, cd={"N": 18, "rho": 7, "weight": 1.0, "lpips_resolution": 32, "i_min": 1})
     if method == "cd":
-        exp = {k: v for k, v in exp.items() if k not in ("discriminator", "loss", "r1_gamma", "r1_interval", "lr_d")}
+        exp = {k: v for k, v in exp.items() if k not in ("discriminator", "loss", "r1_gamma", "r1_interval", "lr_d", "lazy_adam")}
     t, code = _run(root, exp, tmp_path / method)
     stats = _stats(t)
     assert code == 0 and all(s["loss_G_cd"] > 0 for s in stats)
@@ -432,3 +432,26 @@ def test_a_state_of_another_run_is_refused(toy, tmp_path):
     b = _trainer(root, dict(exp, seed=7), tmp_path / "b")
     with pytest.raises(RuntimeError, match=f"a state of run {a.identity['run']}, not of this run"):
         b.load_state_dict(a.state_dict())
+
+
+@pytest.mark.parametrize("lazy_adam, r1_gamma, corrected", [("always", None, True), ("with_r1", None, False),
+                                                            ("with_r1", 1e-4, True)])
+def test_lazy_adam_correction_as_coded(toy, tmp_path, lazy_adam, r1_gamma, corrected):
+    """The released code corrects D's Adam for lazy R1 (lr x 16/17, beta2 0.99^(16/17)) even without R1."""
+    root, exp = toy
+    t = _trainer(root, dict(exp, lazy_adam=lazy_adam, r1_gamma=r1_gamma, r1_interval=16), tmp_path / "x")
+    g = t.opt_D.param_groups[0]
+    ratio = 16 / 17 if corrected else 1.0
+    assert g["lr"] == pytest.approx(exp["lr_d"] * ratio) and g["betas"][1] == pytest.approx(0.99 ** ratio)
+
+
+def test_fakes_get_the_real_minibatch_labels_as_coded(toy, tmp_path):
+    root, exp = toy
+    cond = dict(exp, conditional=True, label_dim=4)
+    real = _trainer(root, cond, tmp_path / "a")
+    gens = [torch.Generator().manual_seed(0)]
+    c = torch.nn.functional.one_hot(torch.tensor([1, 2, 3, 0, 1, 2, 3, 0]), 4).float()
+    assert real._fake_labels(gens, c) is c
+    drawn = _trainer(root, dict(cond, fake_labels="drawn"), tmp_path / "b")
+    d = drawn._fake_labels(gens, c)
+    assert d.shape == c.shape and not torch.equal(d, c) and torch.equal(d.sum(1), torch.ones(8))

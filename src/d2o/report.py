@@ -39,7 +39,8 @@ def collect(results: str | Path, name: str, collapse_fid: float = 50.0) -> dict:
     t = root / "train.json"
     if t.exists():
         r = _read(t)
-        out.update(training_mimg=r["training_mimg"], params_m=r["params_m"], shares=r["shares"])
+        out.update(training_mimg=r["training_mimg"], params_m=r["params_m"], shares=r["shares"],
+                   trainable_percent=r["shares"]["trainable_percent"])
     c = root / "fid-curve.json"
     if c.exists():
         out["curve"] = [tuple(p) for p in _read(c)["points"]]

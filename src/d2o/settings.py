@@ -36,7 +36,8 @@ DISCRIMINATOR_KEYS = {
 # Experiment keys an edm_sampler experiment takes; the other keys are training knobs.
 SAMPLER_EXPERIMENT_KEYS = ("kind", "description", "dataset", "conditional", "sampler", "eval", "resources")
 # Training knobs a method does not use.
-METHOD_UNUSED = {"gan": ("cd",), "cd": ("discriminator", "loss", "r1_gamma", "r1_interval", "lr_d"), "gan+cd": ()}
+METHOD_UNUSED = {"gan": ("cd",), "cd": ("discriminator", "loss", "r1_gamma", "r1_interval", "lr_d", "lazy_adam"),
+                 "gan+cd": ()}
 # The parts of an Experiment the DAG writes to files (rule `settings`), each read by the jobs it can change.
 PARTS = ("training", "execution", "sampling", "evaluation")
 # Keys of the resolved dict that go to Execution rather than Training.
@@ -105,6 +106,7 @@ class Training:
     loss: Loss | None             # GAN loss (None for method cd)
     r1_gamma: float | None        # R1 weight (None = off)
     r1_interval: int | None       # lazy R1: one R1 step every this many iterations (16)
+    lazy_adam: str | None         # D Adam's lazy-R1 correction: always (as coded, also without R1) | with_r1
     cd: CD | None                 # consistency distillation settings (methods cd, gan+cd)
     lr_g: float                   # generator Adam learning rate (betas 0, 0.99)
     lr_d: float | None            # discriminator Adam learning rate (before the lazy-R1 correction)
@@ -117,6 +119,8 @@ class Training:
     precision: str                # generator on CUDA: bf16 autocast (the authors') | fp32
     d_precision: str              # discriminator on CUDA: fp32 with TF32 off (the authors') | tf32 | bf16
     seed: int                     # seed of every random stream
+    data_order: str               # authors: EDM's InfiniteSampler (window 0.5) as coded | epochs: a permutation per epoch
+    fake_labels: str              # conditional: fakes get the real minibatch's labels (real, as coded) | drawn
 
     @property
     def uses_gan(self) -> bool:
@@ -316,12 +320,13 @@ def _training(r: dict) -> Training:
         middle_sigma=None if r["middle_sigma"] is None else float(r["middle_sigma"]), freeze=tuple(r["freeze"]),
         freeze_rule=r["freeze_rule"], discriminator=disc, loss=Loss(**r["loss"]) if gan else None,
         r1_gamma=(None if not r["r1_gamma"] else float(r["r1_gamma"])) if gan else None,
-        r1_interval=r["r1_interval"] if gan else None, cd=cd, lr_g=float(r["lr_g"]),
+        r1_interval=r["r1_interval"] if gan else None, lazy_adam=r["lazy_adam"] if gan else None, cd=cd, lr_g=float(r["lr_g"]),
         lr_d=float(r["lr_d"]) if gan else None, batch=r["batch"], batch_gpu=batch_gpu,
         ema_halflife_mimg=float(r["ema_halflife_mimg"]),
         ema_rampup=None if r["ema_rampup"] is None else float(r["ema_rampup"]), duration_mimg=float(r["duration_mimg"]),
         snapshot_kimg=Snapshots(float(r["snapshot_kimg"]["first"]), float(r["snapshot_kimg"]["every"])),
-        precision=r["precision"], d_precision=r["d_precision"], seed=r["seed"])
+        precision=r["precision"], d_precision=r["d_precision"], seed=r["seed"], data_order=r["data_order"],
+        fake_labels=r["fake_labels"])
 
 
 def batch_split(batch: int, gpus: int, batch_gpu: int | None, round_batch: int | None, projected: bool, where: str,

@@ -35,7 +35,7 @@ import torch
 
 from d2o import distributed, freezing, gan_loss
 from d2o import ema as ema_lib
-from d2o.data_order import EpochSampler
+from d2o.data_order import EpochSampler, InfiniteSampler
 from d2o.datasets import cached_image_array
 from d2o.discriminators import build_discriminator
 from d2o.edm import model_io
@@ -85,7 +85,8 @@ class Trainer:
         self.label_dim = t.label_dim
         if self.label_dim and self.labels is None:
             raise ValueError(f"{dataset_zip}: experiment {name} is conditional but the dataset has no labels")
-        self.sampler = EpochSampler(len(self.images), t.seed)
+        sampler = InfiniteSampler if t.data_order == "authors" else EpochSampler
+        self.sampler = sampler(len(self.images), t.seed, replicas=t.batch // self.batch_gpu)
 
         init = model_io.load_network(init_path)
         torch.manual_seed(t.seed)  # the fresh initialisation of `init_weights: random` runs
@@ -113,7 +114,7 @@ class Trainer:
             d_params = self.D.trainable_parameters() if hasattr(self.D, "trainable_parameters") else [p for p in self.D.parameters() if p.requires_grad]
             self.d_params = list(d_params)
             lr_d, betas_d = t.lr_d, (0.0, 0.99)
-            if t.r1_gamma:
+            if t.r1_gamma or t.lazy_adam == "always":  # the authors correct D's Adam whether or not R1 runs
                 lr_d, betas_d = lazy_adam_params(lr_d, betas_d, t.r1_interval)
             self.opt_D = torch.optim.Adam(self.d_params, lr=lr_d, betas=betas_d, eps=1e-8, **self._fused())
             if d.ada_target is not None:  # Table 1 rows: ADA on reals and fakes (d2o.ada)
@@ -212,9 +213,10 @@ class Trainer:
         """One round's N(0, 1) draws of `shape` per sample: batch_gpu rows from each virtual rank's stream."""
         return _cat([torch.randn((self.batch_gpu, *shape), generator=g) for g in gens]).to(self.device)
 
-    def _fake_labels(self, gens: list[torch.Generator]):
-        if not self.label_dim:
-            return None
+    def _fake_labels(self, gens: list[torch.Generator], c_real):
+        """Classes of a round's fakes: the real minibatch's (`fake_labels: real`, as coded) or independent draws."""
+        if not self.label_dim or self.t.fake_labels == "real":
+            return c_real
         idx = _cat([torch.randint(len(self.labels), (self.batch_gpu,), generator=g) for g in gens])
         return torch.nn.functional.one_hot(self.labels[idx], self.label_dim).float().to(self.device)
 
@@ -314,7 +316,7 @@ class Trainer:
         for r in self._rounds(rng_states):
             x, c = data[r]
             z = self._noise(gens[r], x.shape[1:])
-            cz = self._fake_labels(gens[r])
+            cz = self._fake_labels(gens[r], c)
             loss_g = torch.zeros((), device=self.device)
             if self.use_gan:
                 fake = self._generate(z, cz)
@@ -342,7 +344,7 @@ class Trainer:
             for r in self._rounds(rng_states):
                 x, c = data[r]
                 z2 = self._noise(gens[r], x.shape[1:])
-                c2 = self._fake_labels(gens[r])
+                c2 = self._fake_labels(gens[r], c)
                 with torch.no_grad():
                     fake = self._generate(z2, c2)
                 lr_, lf_ = self._D_pair(x, c, fake, c2, g_augs[r])
@@ -444,7 +446,9 @@ class Trainer:
                    "run_identity": self.identity["run"], "run_dir": str(self.run_dir.path),
                    "images": self.nimg, "iterations": self.it, "training_mimg": self.nimg / 1e6,
                    "params_m": self.shares["total_params"] / 1e6, "shares": self.shares,
-                   "frozen_tensors": len(self.frozen), "frozen_params": sum(p.numel() for n, p in self.G.model.named_parameters() if n in set(self.frozen)),
+                   "freeze": {"groups": list(t.freeze), "rule": t.freeze_rule, "tensors": len(self.frozen),
+                              "params": self.shares["total_params"] - self.shares["trainable_params"],
+                              "percent": 100.0 - self.shares["trainable_percent"]},
                    "sigmas": list(self.sigmas), "offline": t.offline, "world_size": self.world,
                    "virtual_gpus": self.world * self.virtual, "discriminator_init": self.d_init,
                    "inputs": self.identity["inputs"], "starts": self.resumed_at,
