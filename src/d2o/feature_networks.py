@@ -23,6 +23,7 @@ import os
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 IMAGENET_STATS = {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
 HALF_STATS = {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}
@@ -119,14 +120,100 @@ class EfficientNetLite0Features(FeatureNetwork):
     forward = VGG16BNFeatures.forward
 
 
+def _is_identity(m) -> bool:
+    return m is None or isinstance(m, nn.Identity)
+
+
+def _layer_norm(norm: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
+    """`norm(x)` as torch.nn.LayerNorm computes it (timm's LayerNorm subclass may route to a 'fast norm' instead)."""
+    return F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+
+
+def explicit_attention(attn: nn.Module, x: torch.Tensor, num_heads: int, scale: float) -> torch.Tensor:
+    """Multi-head self-attention of a timm ViT `Attention` module, computed as timm 0.5.4 computes it.
+
+    qkv linear -> (3, B, heads, N, head_dim) -> (q @ k^T) * scale -> softmax -> @ v -> proj. Plain matmuls and
+    softmax: every backward is differentiable again (R1 needs the double backward), on CPU and CUDA, with and without
+    autocast (there softmax runs in fp32 and the matmuls in the autocast dtype, as in timm 0.5.4).
+    Attention dropout and projection dropout are p = 0 in DeiT (and the network is always in eval mode)."""
+    b, n, c = x.shape
+    qkv = attn.qkv(x).reshape(b, n, 3, num_heads, c // num_heads).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv.unbind(0)
+    a = (q @ k.transpose(-2, -1)) * scale
+    a = a.softmax(dim=-1)
+    return attn.proj((a @ v).transpose(1, 2).reshape(b, n, c))
+
+
+def _check_deit_structure(model: nn.Module, name: str) -> None:
+    """Refuse a timm DeiT whose forward path has a part the explicit forward below does not compute."""
+    problems = []
+    if not _is_identity(getattr(model.patch_embed, "norm", None)):
+        problems.append("patch_embed.norm is not Identity")
+    for part in ("norm_pre", "patch_drop"):
+        if not _is_identity(getattr(model, part, None)):
+            problems.append(f"{part} is not Identity")
+    if getattr(model, "no_embed_class", False) or getattr(model, "dynamic_img_size", False):
+        problems.append("no_embed_class / dynamic_img_size set")
+    if getattr(model, "num_reg_tokens", 0):
+        problems.append("register tokens present")
+    if tuple(model.pos_embed.shape) != (1, 198, 768) or model.dist_token is None:
+        problems.append(f"pos_embed {tuple(model.pos_embed.shape)} / dist_token {model.dist_token is not None}")
+    for i, blk in enumerate(model.blocks):
+        attn, mlp = blk.attn, blk.mlp
+        for part in ("ls1", "ls2", "drop_path1", "drop_path2", "drop_path"):
+            if not _is_identity(getattr(blk, part, None)):
+                problems.append(f"blocks.{i}.{part} is not Identity")
+        for part in ("q_norm", "k_norm", "norm", "gate"):
+            if not _is_identity(getattr(attn, part, None)):
+                problems.append(f"blocks.{i}.attn.{part} is not Identity/None")
+        if not _is_identity(getattr(mlp, "norm", None)):
+            problems.append(f"blocks.{i}.mlp.norm is not Identity")
+        if not (isinstance(mlp.act, nn.GELU) and mlp.act.approximate == "none"):
+            problems.append(f"blocks.{i}.mlp.act is {mlp.act!r}, expected exact GELU")
+        if not (isinstance(blk.norm1, nn.LayerNorm) and isinstance(blk.norm2, nn.LayerNorm)):
+            problems.append(f"blocks.{i} norms are not LayerNorm")
+        if attn.qkv.out_features != 3 * attn.proj.in_features or attn.num_heads != 12:
+            problems.append(f"blocks.{i}.attn has an unexpected shape")
+    if problems:
+        raise ValueError(f"d2o.feature_networks: timm's {name} differs from the DeiT this class computes "
+                         f"(timm {getattr(__import__('timm'), '__version__', '?')}): " + "; ".join(problems))
+
+
 class DeiTBaseDistilledFeatures(FeatureNetwork):
-    """timm deit_base_distilled_patch16_224, outputs of blocks 2/5/8/11 (spec §3.1).
+    """timm deit_base_distilled_patch16_224, outputs of blocks 2/5/8/11 (spec §3.1), computed as timm 0.5.4 does.
 
     Each tap drops the class and distillation tokens, reshapes the 196 patch tokens to 14x14 and applies a
     random readout: 1x1 conv to 96/192/384/768 channels, then transposed conv k4 s4 (56 px), transposed conv
     k2 s2 (28 px), identity (14 px), 3x3 conv stride 2 (7 px). The readout is random and never trained,
     as in D2O (MiDaS-style `_make_vit_b16_backbone` with `use_readout="ignore"`, start index 2).
     Inputs must be 224x224 (no position-embedding interpolation is needed there).
+
+    Forward path, written out here rather than calling timm's modules' `forward` (D2O pins timm 0.5.4; this project
+    uses timm >= 0.9, whose DeiT has the same 155 state_dict names and shapes, so timm weights load unchanged into
+    `self.vit`):
+        tokens = patch_embed.proj(x).flatten(2).transpose(1, 2); cat(cls, dist, tokens) + pos_embed;
+        per block: t + attn(LN1(t)), then t + fc2(GELU(fc1(LN2(t)))); attention as `explicit_attention`.
+    What differs in timm >= 0.9 and is not used here:
+    - Attention uses fused `F.scaled_dot_product_attention` (`fused_attn`, on by default). It has no double
+      backward (CPU: "derivative for aten::_scaled_dot_product_flash_attention_for_cpu_backward is not
+      implemented"; CUDA memory-efficient kernel: pytorch issue 116350), so R1 through timm's DeiT fails. Its
+      non-fused fallback scales q before the product, (q * scale) @ k^T, where 0.5.4 scales the product,
+      (q @ k^T) * scale (rounding-level difference). Here: 0.5.4's order, plain matmul + softmax, every pass.
+    - timm's LayerNorm may take a "fast norm" path (off by default, low precision under autocast); here
+      F.layer_norm, i.e. torch.nn.LayerNorm as in 0.5.4 (eps 1e-6 in both).
+    - Parts that are identities for this model in timm >= 0.9 and absent in 0.5.4 (checked at construction, a
+      ValueError otherwise): patch_embed.norm, norm_pre, patch_drop, LayerScale ls1/ls2, drop_path1/2, attention
+      q_norm/k_norm/norm/gate, Mlp norm; no_embed_class False (class and distillation tokens are concatenated before
+      the position embedding is added, as in 0.5.4), no dynamic image size, no register tokens. GELU is the exact
+      (erf) one in both. Dropouts are p = 0 and the network is always in eval mode.
+    - D2O's `forward_flex` resamples the position embedding bilinearly from 14x14 to 14x14 (an exact identity) and
+      runs the final `norm` after block 11, whose output it does not use; neither is done here.
+    Measured against timm 0.5.4's own `VisionTransformer` driven by D2O's `forward_vit` (feature_networks/vit.py; same
+    random weights copied by name, 2 x 3 x 224 x 224 normal input, CPU, torch 2.14): the block 2/5/8/11 outputs and
+    the four taps after the readout agree bitwise, max abs difference 0.0 in float32 and in float64 (taps up to 70 in
+    magnitude). For comparison, timm 1.0.31's own `Block.forward` (fused attention) is up to 2.0e-5 off on the block
+    outputs in float32, and feeding the readout a strided (not contiguous) token map, as this class did before, put
+    tap 3 2.5e-4 off. The full discriminator is checked against D2O's code in tests/test_d2o_reference.py.
     """
 
     name, channels, strides, normstats = ("deit_base_distilled_patch16_224", (96, 192, 384, 768), (4, 8, 16, 32),
@@ -139,8 +226,11 @@ class DeiTBaseDistilledFeatures(FeatureNetwork):
         model = timm.create_model(self.name, pretrained=pretrained and weights is None)
         if weights is not None:
             _load_state_dict(model, weights, self.name)
+        _check_deit_structure(model, self.name)
         self.vit = model
         self.num_prefix = 2  # class + distillation tokens
+        self.num_heads = model.blocks[0].attn.num_heads
+        self.scale = (model.embed_dim // self.num_heads) ** -0.5  # as timm 0.5.4: head_dim ** -0.5
         w, (c0, c1, c2, c3) = 768, self.channels
         self.readout = nn.ModuleList([
             nn.Sequential(nn.Conv2d(w, c0, 1), nn.ConvTranspose2d(c0, c0, 4, stride=4)),
@@ -150,20 +240,32 @@ class DeiTBaseDistilledFeatures(FeatureNetwork):
         ])
         self.freeze()
 
+    def block(self, blk: nn.Module, t: torch.Tensor) -> torch.Tensor:
+        """One pre-norm transformer block, as timm 0.5.4's `Block.forward` (see the class docstring)."""
+        t = t + explicit_attention(blk.attn, _layer_norm(blk.norm1, t), self.num_heads, self.scale)
+        mlp = blk.mlp
+        return t + mlp.fc2(mlp.act(mlp.fc1(_layer_norm(blk.norm2, t))))
+
+    def tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """Patch tokens with the class and distillation tokens prepended and the position embedding added."""
+        vit, n = self.vit, x.shape[0]
+        t = vit.patch_embed.proj(x).flatten(2).transpose(1, 2)
+        t = torch.cat((vit.cls_token.expand(n, -1, -1), vit.dist_token.expand(n, -1, -1), t), dim=1)
+        return t + vit.pos_embed
+
     def forward(self, x):
         n, _, h, w = x.shape
         if (h, w) != (224, 224):
             raise ValueError(f"d2o.feature_networks: {self.name} expects 224x224 inputs, got {h}x{w}")
-        vit = self.vit
-        t = vit.patch_embed(x)
-        t = vit._pos_embed(t)  # prepends class + distillation tokens, adds position embeddings
-        t = vit.norm_pre(vit.patch_drop(t))
+        t = self.tokens(x)
         outs = []
-        for i, blk in enumerate(vit.blocks[: self.HOOKS[-1] + 1]):
-            t = blk(t)
+        for i, blk in enumerate(self.vit.blocks[: self.HOOKS[-1] + 1]):
+            t = self.block(blk, t)
             if i in self.HOOKS:
                 k = self.HOOKS.index(i)
-                m = t[:, self.num_prefix:].transpose(1, 2).reshape(n, t.shape[-1], h // 16, w // 16)
+                # contiguous, as D2O's Transpose module: the readout convs then see D2O's memory layout (a strided
+                # view would take another conv kernel, 3e-6 relative off in float32 on CPU)
+                m = t[:, self.num_prefix:].transpose(1, 2).contiguous().view(n, t.shape[-1], h // 16, w // 16)
                 outs.append(self.readout[k](m))
         return outs
 

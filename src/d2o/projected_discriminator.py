@@ -246,8 +246,8 @@ class ProjectedDiscriminator(nn.Module):
         cout, expand: CCM width and channel expansion (spec §3.2).
         num_discs: mini-discriminators per backbone (4).
         cmap_dim: conditional head width (64).
-        embed_weights: optional file with the (1000, 320) ImageNet class embedding (tensor, or dict with key
-            'weight' / 'embed.weight'); D2O loads StyleGAN-XL's tf_efficientnet_lite0 embedding (spec §3.4).
+        embed_weights: optional file with the (1000, 320) ImageNet class embedding (see `load_class_embedding`); D2O
+            loads StyleGAN-XL's tf_efficientnet_lite0 embedding into every head (spec §3.4).
         img_resolution: image resolution; required for backbones that are not resized (`tiny`).
         head_channel_max: cap on the mini-discriminator channel table (None = D2O's table, uncapped, for the real
             backbones; `tiny` defaults to 4 * cout, because its small maps end at sizes where the table asks
@@ -278,10 +278,11 @@ class ProjectedDiscriminator(nn.Module):
             self.discriminators[name] = MultiScaleHeads(proj.channels, _level_sizes(feat, img_resolution),
                                                         num_discs=num_discs, label_dim=label_dim, cmap_dim=cmap_dim,
                                                         channel_max=cap)
-            mean = torch.tensor(feat.normstats["mean"]).view(1, 3, 1, 1)
-            std = torch.tensor(feat.normstats["std"]).view(1, 3, 1, 1)
-            self.register_buffer(f"mean_{name}", mean, persistent=False)
-            self.register_buffer(f"std_{name}", std, persistent=False)
+            for key in ("mean", "std"):  # float32 as used, and float64 for double-precision runs (.double() would
+                stats = feat.normstats[key]  # otherwise widen the float32-rounded constants, 3e-8 off)
+                self.register_buffer(f"{key}_{name}", torch.tensor(stats).view(1, 3, 1, 1), persistent=False)
+                self.register_buffer(f"{key}64_{name}", torch.tensor(stats, dtype=torch.float64).view(1, 3, 1, 1),
+                                     persistent=False)
         if embed_weights is not None and label_dim:
             self.load_class_embedding(embed_weights)
         self._compiled: dict = {}   # torch.compile'd projections and heads, outside the module tree (state_dict unchanged)
@@ -330,13 +331,18 @@ class ProjectedDiscriminator(nn.Module):
                         m.bias.data = m.bias.data.to(dtype)
 
     def load_class_embedding(self, path: str | os.PathLike) -> None:
-        """Copy a (1000, 320) class-embedding matrix into every conditional head (one copy each, trainable)."""
-        obj = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
-        if isinstance(obj, dict):
-            obj = obj.get("weight", obj.get("embed.weight"))
-        if not isinstance(obj, torch.Tensor):
-            raise ValueError(f"d2o.projected_discriminator: {path} must hold a tensor or a dict with 'weight' or "
-                             f"'embed.weight'")
+        """Copy a (1000, 320) class-embedding matrix into every conditional head (one copy each, trainable).
+
+        `path`: a `d2o.class_embedding.convert_class_embedding` safetensors file (tensor "weight"), StyleGAN-XL/D2O's
+        `in_embeddings/tf_efficientnet_lite0.pkl` itself (read without running code from it), or a `torch.save`d
+        tensor / dict with 'weight' or 'embed.weight'. As in D2O, every head (all backbones, all levels) gets its own
+        copy of all 1000 rows whatever `label_dim`; a C-class experiment looks up rows 0..C-1 (argmax of the one-hot
+        label: CIFAR-10 starts from ImageNet rows 0-9), the other rows get no gradient (spec §3.4)."""
+        from d2o.class_embedding import load_class_embedding_file
+
+        if not self.label_dim:
+            raise ValueError("d2o.projected_discriminator: load_class_embedding on an unconditional discriminator")
+        obj = load_class_embedding_file(path)
         for disc in self.discriminators.values():
             for head in disc.heads:
                 if obj.shape != head.embed.weight.shape:
@@ -359,7 +365,8 @@ class ProjectedDiscriminator(nn.Module):
         if self.diffaug:
             x = diff_augment(x, self.diffaug_policy)
         x = (x + 1) / 2
-        x = (x - getattr(self, f"mean_{name}")) / getattr(self, f"std_{name}")
+        wide = "64" if x.dtype == torch.float64 else ""
+        x = (x - getattr(self, f"mean{wide}_{name}")) / getattr(self, f"std{wide}_{name}")
         if self.projections[name].features.resize and tuple(x.shape[-2:]) != (self.resolution, self.resolution):
             x = F.interpolate(x, size=(self.resolution, self.resolution), mode="bilinear", align_corners=False)
         return x
