@@ -16,6 +16,7 @@ if not workflow.overwrite_configfiles:
 include: "rules/common.smk"
 include: "rules/datasets.smk"
 include: "rules/checkpoints.smk"
+include: "rules/weights.smk"
 include: "rules/train.smk"
 include: "rules/sample.smk"
 include: "rules/evaluate.smk"

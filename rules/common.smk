@@ -41,10 +41,12 @@ wildcard_constraints:
     train_experiment=_alt(TRAIN),
     dataset=_alt(config["datasets"]),
     ckpt=_alt(config["checkpoints"]),
+    weight=_alt(config.get("weights", {})),
     download_ckpt=_alt(DOWNLOAD_CKPTS),
     pretrain_ckpt=_alt(PRETRAIN_CKPTS),
     metric="fid|fid_dataset|is|pr|clip_fid",
     part="|".join(PARTS),
+    best="|best/",
     table="|".join(config["tables"]) or "(?!x)x",
     figure="|".join(config["figures"]) or "(?!x)x",
     kimg=r"\d+",
@@ -87,6 +89,8 @@ def ref_stats(dataset, clip=False):
 
 
 def metric_files(name):
+    """What a table or the scorecard reads of one experiment: its metrics, and for a run with snapshot metrics the
+    same metrics of its lowest-FID snapshot (best/), the snapshot it is and the FID curve."""
     e = EXPERIMENTS[name]
     files = [f"{R}/{name}/metrics/{m}.json" for m in e.evaluation.metrics]
     files += [f"{R}/{name}/metrics/fid-vs-{o}.json" for o in e.evaluation.compare_with]
@@ -94,6 +98,8 @@ def metric_files(name):
         files.append(f"{R}/{name}/train.json")
         if e.evaluation.snapshot_metrics:
             files.append(f"{R}/{name}/fid-curve.json")
+            files.append(f"{R}/{name}/best/snapshot.json")
+            files += [f"{R}/{name}/best/metrics/{m}.json" for m in e.evaluation.metrics]
     return files
 
 
@@ -123,21 +129,29 @@ def train_inputs(wildcards):
               "dataset": ancient(dataset_zip(t.dataset)), "init": ancient(checkpoint_model(t.init))}
     if t.discriminator is not None and t.discriminator.init:  # a GAN-pretrained discriminator (Table 1)
         inputs["d_init"] = ancient(checkpoint_model(t.discriminator.init))
+    if t.discriminator is not None and t.discriminator.class_embedding and not t.offline:
+        inputs["class_embedding"] = ancient(f"{S}/weights/{t.discriminator.class_embedding}.safetensors")
     return inputs
 
 
 def d_init_arg(wildcards, input):
-    return f"--d-init {input.d_init}" if "d_init" in input.keys() else ""
+    """train.py's arguments for the optional pre-trained parts of D (Table 1's StyleGAN2 D, the class embedding)."""
+    args = f"--d-init {input.d_init}" if "d_init" in input.keys() else ""
+    return args + (f" --class-embedding {input.class_embedding}" if "class_embedding" in input.keys() else "")
 
 
 def sample_inputs(wildcards):
-    return {"sampling": settings_file(wildcards.experiment, "sampling"), "model": experiment_model(wildcards.experiment)}
+    """A sample set's settings and network: the final model, or (best/) the run's lowest-FID snapshot."""
+    name = wildcards.experiment
+    best = getattr(wildcards, "best", "")
+    model = f"{R}/{name}/best/model.safetensors" if best else experiment_model(name)
+    return {"sampling": settings_file(name, "sampling"), "model": model}
 
 
 def metric_inputs(wildcards):
     e = exp(wildcards)
     ds = config["datasets"][e.dataset]
-    inputs = {"samples": f"{R}/{wildcards.experiment}/samples.zip",
+    inputs = {"samples": f"{R}/{wildcards.experiment}/{wildcards.best}samples.zip",
               "evaluation": settings_file(wildcards.experiment, "evaluation")}
     m = wildcards.metric
     if m == "fid":

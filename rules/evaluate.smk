@@ -7,15 +7,15 @@ rule metric:
     input:
         unpack(metric_inputs),
     output:
-        f"{R}/{{experiment}}/metrics/{{metric}}.json",
+        f"{R}/{{experiment}}/{{best}}metrics/{{metric}}.json",
     resources:
         gpu=job_gpus,
         runtime=120,
     threads: job_threads
     log:
-        f"{L}/metric/{{experiment}}-{{metric}}.log",
+        f"{L}/metric/{{experiment}}-{{best}}{{metric}}.log",
     benchmark:
-        f"{B}/metric/{{experiment}}-{{metric}}.tsv"
+        f"{B}/metric/{{experiment}}-{{best}}{{metric}}.tsv"
     conda:
         "../envs/gpu.yaml"
     script:

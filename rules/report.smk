@@ -13,7 +13,7 @@ rule table:
         table10=lambda wc: table10_columns(config["tables"]["table10"]["slots"], EXPERIMENTS, ARCHITECTURES) if wc.table == "table10" else None,
         label=config["label"],
         collapse_fid=config["collapse_fid"],
-        literature=LITERATURE,
+        literature=lambda wc, input: input[-1],  # LITERATURE, the last input
     localrule: True
     log:
         f"{L}/table/{{table}}.log",
@@ -32,7 +32,7 @@ rule figure:
     params:
         slots=lambda wc: config["figures"][wc.figure]["slots"],
         label=config["label"],
-        literature=LITERATURE,
+        literature=lambda wc, input: input[-1],  # LITERATURE, the last input
         frequency=config["frequency"],
     localrule: True
     log:
@@ -52,7 +52,7 @@ rule scorecard:
     params:
         tables={t: spec["slots"] for t, spec in config["tables"].items()},
         label=config["label"],
-        literature=LITERATURE,
+        literature=lambda wc, input: input[-1],  # LITERATURE, the last input
     localrule: True
     log:
         f"{L}/scorecard.log",

@@ -187,20 +187,21 @@ def test_a_knob_the_experiment_does_not_use_is_an_error(where, keys, message):
         validate(cfg, "x.yaml")
 
 
+def _refused(edit, message):
+    """A copy of the paper registry changed by `edit(cfg)` fails validation with `message` (a regex)."""
+    cfg = raw(PAPER)
+    edit(cfg)
+    with pytest.raises(ConfigError, match=message):
+        validate(cfg, "x.yaml")
+
+
 def test_errors_name_the_link_that_wrote_the_key():
     """A typo under `defaults:` or `dataset_defaults:` is reported there, not on the first experiment."""
-    cfg = raw(PAPER)
-    cfg["defaults"]["lr_gg"] = 1
-    with pytest.raises(ConfigError, match=r"x.yaml: defaults\.lr_gg: Additional properties"):
-        validate(cfg, "x.yaml")
-    cfg = raw(PAPER)
-    cfg["dataset_defaults"]["cifar10"]["loss"] = {"kind": "nss"}
-    with pytest.raises(ConfigError, match=r"x.yaml: dataset_defaults\.cifar10\.loss\.kind: 'nss' is not one of"):
-        validate(cfg, "x.yaml")
-    cfg = raw(PAPER)
-    cfg["dataset_defaults"]["cifar10"]["batch_gpu"] = 7
-    with pytest.raises(ConfigError, match=r"x.yaml: dataset_defaults\.cifar10\.batch_gpu: batch 256 is not a multiple"):
-        validate(cfg, "x.yaml")
+    _refused(lambda c: c["defaults"].update(lr_gg=1), r"x.yaml: defaults\.lr_gg: Additional properties")
+    _refused(lambda c: c["dataset_defaults"]["cifar10"].update(loss={"kind": "nss"}),
+             r"x.yaml: dataset_defaults\.cifar10\.loss\.kind: 'nss' is not one of")
+    _refused(lambda c: c["dataset_defaults"]["cifar10"].update(batch_gpu=7),
+             r"x.yaml: dataset_defaults\.cifar10\.batch_gpu: batch 256 is not a multiple")
 
 
 def test_typed_settings_reject_hand_made_unused_knobs(paper):
@@ -220,3 +221,13 @@ def test_settings_parts_round_trip(paper):
         assert data["experiment"] == e.name and from_dict(cls, data[part]) == getattr(e, part)
     with pytest.raises(SettingsError, match=r"Training: unknown key\(s\) \['lr_gen'\]"):
         from_dict(Training, {**e.part("training")["training"], "lr_gen": 1})
+
+
+def test_class_embedding_is_a_registry_weight_of_conditional_runs(paper):
+    e = experiment_settings(paper, "imagenet64-d2o-f").training.discriminator
+    assert e.class_embedding == "in-embedding-tf-efficientnet-lite0"
+    assert paper["weights"]["in-embedding-tf-efficientnet-lite0"]["sha256"]            # pinned, not trust-on-first-use
+    _refused(lambda c: c["experiments"]["afhqv2-d2o"].update(discriminator={"class_embedding": "in-embedding-tf-efficientnet-lite0"}),
+             r"afhqv2-d2o\.discriminator\.class_embedding: an unconditional run has no class embedding")
+    _refused(lambda c: c["experiments"]["imagenet64-d2o"].update(discriminator={"class_embedding": "in-embedding"}),
+             r"class_embedding: unknown weights entry 'in-embedding'; valid choices: in-embedding-tf-efficientnet-lite0")

@@ -218,3 +218,29 @@ def test_inception_path_with_random_weights(tmp_path):
     assert s["mu"].shape == (2048,) and np.trace(s["sigma"]) > 1e-3  # features did not vanish
     r = M.compute_fid(a, s, num_samples=8, weights_path=weights, device="cpu")
     assert abs(r["value"]) < 1e-4 and r["label"] == "paper protocol" and r["layer"] == "2048"
+
+
+def test_precision_recall_fp32_is_torch_fidelitys_and_fp16_is_the_evaluators():
+    """Our float32 P/R decides as torch-fidelity's prc on the same features; the float16 path (guided-diffusion's
+    evaluator arithmetic, the paper's Table 6) rounds distances like float16 and stays within a few points of it."""
+    from torch_fidelity.metric_prc import calculate_precision_recall_part
+
+    g = torch.Generator().manual_seed(0)
+    ref = 3 * torch.randn(300, 64, generator=g).abs()                      # pool_3-like: non-negative, norms ~ 30
+    smp = 3 * (torch.randn(400, 64, generator=g) + 0.3).abs()
+    ours = M.precision_recall(ref, smp, 3, "fp32", block=128)
+    tf_p, tf_r = calculate_precision_recall_part(smp, ref, neighborhood=3, batch_size=128)
+    assert ours["precision"] == pytest.approx(tf_p, abs=1e-6) and ours["recall"] == pytest.approx(tf_r, abs=1e-6)  # its float32 mean
+    fp16 = M.precision_recall(ref, smp, 3, "fp16", block=128)
+    assert 0 < abs(fp16["precision"] - ours["precision"]) + abs(fp16["recall"] - ours["recall"]) < 0.05
+    d16 = M._pairwise_sq_distances(ref[:5], smp[:7], "fp16")
+    d32 = M._pairwise_sq_distances(ref[:5], smp[:7], "fp32")
+    assert d16.dtype == torch.float32 and torch.equal(d16, d16.half().float()) and not torch.equal(d16, d32)
+    assert torch.allclose(d16, d32, rtol=2e-2, atol=2.0)
+    assert M.precision_recall(ref, smp, 3, "fp16", block=128) == M.precision_recall(ref, smp, 3, "fp16", block=1000)
+
+
+def test_pr_blocks_that_overflow_float16_fall_back_to_float32():
+    big = torch.full((4, 8), 300.0)                                        # ||u||^2 = 720000 > float16's 65504
+    d = M._pairwise_sq_distances(big, big + torch.arange(8.0), "fp16")
+    torch.testing.assert_close(d, M._pairwise_sq_distances(big, big + torch.arange(8.0), "fp32"))

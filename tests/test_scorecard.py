@@ -76,7 +76,7 @@ def test_each_number_names_the_model_and_code_that_made_it(tmp_path):
     (m / "fid.json").write_text(json.dumps({"value": 1.7, "label": PAPER, "model_identity": "abc123",
                                             "provenance": {"code": {"commit": "0123456789abcdef", "dirty": True}}}))
     computed = report.scorecard_values(tmp_path, {"table4": {"d2o_uncond": "run-x"}})
-    assert computed[("table4", "d2o_uncond", "fid")] == (1.7, "run-x", "abc123 @ 0123456789+dirty")
+    assert computed[("table4", "d2o_uncond", "fid")] == (1.7, "run-x", "abc123 @ 0123456789+dirty", "")
     row = next(r for r in _csv(scorecard.build(LIT, computed, PAPER)[1]) if r["id"] == "table4/d2o_uncond/fid")
     assert row["made_by"] == "abc123 @ 0123456789+dirty" and row["reproduced"] == "1.7"
 
@@ -92,3 +92,51 @@ def test_collect_reads_what_a_run_trained(tmp_path):
         "norm": 7.8, "conv": 85.5, "qkv": 2.1, "skip": 4.0, "other": 0.6, "trainable_percent": 15.6}}))
     got = report.collect(tmp_path, "r")
     assert got["trainable_percent"] == 15.6 and got["training_mimg"] == 5.0
+
+
+def _run_with_best(root, name="run-x"):
+    """A run's artefacts as the DAG writes them, its lowest-FID snapshot (at 0.5 Mimg) evaluated under best/."""
+    import json
+
+    from d2o import report
+
+    (root / name / "snapshots").mkdir(parents=True)
+    for k in (250, 500, 750):
+        (root / name / "snapshots" / f"snapshot-{k:06d}.safetensors").write_bytes(b"x")
+    curve = {"experiment": name, "points": [[0.25, 3.0], [0.5, 1.9], [0.75, 2.1]], "label": PAPER}
+    choice = report.best_snapshot(curve, root / name / "snapshots")
+    assert (choice["kimg"], choice["snapshot_fid"]) == (500, 1.9) and choice["path"].endswith("snapshot-000500.safetensors")
+    (root / name / "best" / "metrics").mkdir(parents=True)
+    (root / name / "best" / "snapshot.json").write_text(json.dumps(choice))
+    (root / name / "best" / "metrics" / "fid.json").write_text(json.dumps({"value": 1.6, "label": PAPER}))
+    (root / name / "metrics").mkdir(parents=True)
+    (root / name / "metrics" / "fid.json").write_text(json.dumps({"value": 1.7, "label": PAPER}))
+
+
+def test_best_snapshot_beside_the_final_model(tmp_path):
+    """Tables and the scorecard show the final model and the lowest-FID snapshot, labelled, with its Mimg."""
+    from d2o import report, tables
+
+    _run_with_best(tmp_path)
+    data = report.collect_slots(tmp_path, {"d2o_uncond": "run-x"})
+    assert data["d2o_uncond"]["fid"] == 1.7 and data["d2o_uncond"]["best"]["fid"] == 1.6
+    assert data["d2o_uncond"]["best"]["training_mimg"] == 0.5
+    _, md = tables.make_table("table4", data, LIT, PAPER)
+    final = next(l for l in md.splitlines() if l.startswith("| D2O (ours) "))
+    best = next(l for l in md.splitlines() if f"D2O (ours), {tables.BEST}" in l)
+    assert "1.70 (paper 1.66)" in final and "1.60 (paper 1.66)" in best
+    assert "run-x at 0.500 Mimg (snapshot FID 1.90)" in md
+    computed = report.scorecard_values(tmp_path, {"table4": {"d2o_uncond": "run-x"}})
+    row = next(r for r in _csv(scorecard.build(LIT, computed, PAPER)[1]) if r["id"] == "table4/d2o_uncond/fid")
+    assert row["reproduced"] == "1.7" and row["best_snapshot"] == "1.6 @ 0.5 Mimg"
+
+
+def test_best_snapshot_needs_a_curve(tmp_path):
+    import pytest
+
+    from d2o import report
+
+    with pytest.raises(ValueError, match="no points"):
+        report.best_snapshot({"experiment": "x", "points": []}, tmp_path)
+    with pytest.raises(FileNotFoundError, match="snapshot-000200.safetensors"):
+        report.best_snapshot({"experiment": "x", "points": [[0.2, 3.0]]}, tmp_path)

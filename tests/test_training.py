@@ -455,3 +455,25 @@ def test_fakes_get_the_real_minibatch_labels_as_coded(toy, tmp_path):
     drawn = _trainer(root, dict(cond, fake_labels="drawn"), tmp_path / "b")
     d = drawn._fake_labels(gens, c)
     assert d.shape == c.shape and not torch.equal(d, c) and torch.equal(d.sum(1), torch.ones(8))
+
+
+def test_conditional_heads_start_from_the_class_embedding(toy, tmp_path):
+    """discriminator.class_embedding: every conditional head starts from the (1000, 320) embedding (the authors'
+    StyleGAN-XL rows); its content is part of the run identity; train.json says where it came from."""
+    root, exp = toy
+    emb = torch.randn(1000, 320, generator=torch.Generator().manual_seed(3))
+    torch.save(emb, tmp_path / "emb.pt")
+    cond = dict(exp, conditional=True, label_dim=4, offline=False,
+                discriminator=dict(exp["discriminator"], class_embedding="in-embedding-test"))
+    e = Experiment.from_resolved(cond)
+    args = (e.name, e.training, e.execution, tmp_path / "runs", root / "data.zip", root / "init.safetensors")
+    with pytest.raises(ValueError, match="discriminator.class_embedding is 'in-embedding-test' but no converted file"):
+        Trainer(*args)
+    t = Trainer(*args, class_embedding_path=tmp_path / "emb.pt")
+    heads = [h for d in t.D.discriminators.values() for h in d.heads]
+    assert heads and all(torch.equal(h.embed.weight, emb) for h in heads)
+    assert t.class_embedding["weights"] == "in-embedding-test" and "class_embedding" in t.identity["inputs"]
+    offline = Experiment.from_resolved(dict(cond, offline=True))                 # offline: random, and said so
+    r = Trainer(offline.name, offline.training, offline.execution, tmp_path / "r", root / "data.zip",
+                root / "init.safetensors")
+    assert r.class_embedding == "random (offline registry)" and "class_embedding" not in r.identity["inputs"]

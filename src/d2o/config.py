@@ -165,6 +165,8 @@ def _selector(merged: dict, path: tuple) -> tuple:
         return ("kind",)
     if path == ("middle_sigma",):
         return ("generator_steps",)
+    if path == ("discriminator", "class_embedding"):
+        return ("conditional",)
     if path[0] == "discriminator" and len(path) > 1:
         return ("discriminator", "type")
     return ("method",)
@@ -229,6 +231,10 @@ def _resolve(config: dict, name: str, source: str):
         if kinds[ck] != kind:
             raise ConfigError(f"{source}: experiments.{name}.{key}: checkpoint '{ck}' is of kind '{kinds[ck]}', this key "
                               f"needs kind '{kind}'; choose one of {', '.join(sorted(n for n, k in kinds.items() if k == kind))}")
+    emb = (resolved.get("discriminator") or {}).get("class_embedding")
+    if emb and emb not in config.get("weights", {}):
+        raise unknown_name_error("weights entry", emb, config.get("weights", {}),
+                                 f"{source}: experiments.{name}.discriminator.class_embedding")
     for other in resolved["eval"]["compare_with"]:
         if other not in experiments:
             raise unknown_name_error("experiment", other, experiments, f"{source}: experiments.{name}.eval.compare_with")

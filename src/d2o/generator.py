@@ -43,17 +43,20 @@ def run_generator(net: torch.nn.Module, z: torch.Tensor, class_labels: torch.Ten
     raise ValueError("sigmas must not be empty")
 
 
-def build_generator(init: torch.nn.Module, label_dim: int, init_weights: str = "pretrained") -> torch.nn.Module:
+def build_generator(init: torch.nn.Module, label_dim: int, init_weights: str = "pretrained",
+                    use_fp16: bool = False) -> torch.nn.Module:
     """D2OPrecond around the init checkpoint's U-Net (dropout 0, no augment labels), weights copied by name.
 
     Every parameter/buffer whose name and shape match is copied (the checkpoint's map_augment weight is dropped,
     as the authors' loader does); `init_weights="random"` keeps the fresh initialisation (the toy thesis run).
+    `use_fp16` runs the U-Net in bfloat16 on CUDA as the authors' --fp16=True does (D2OPrecond's explicit casts;
+    sampling forces fp32).
     """
     _, kwargs = init._d2o_init  # the U-Net kwargs; the preconditioner becomes D2OPrecond
     kwargs = dict(kwargs)
     for drop in ("sigma_min", "sigma_max", "beta_d", "beta_min", "M", "epsilon_t", "C_1", "C_2"):
         kwargs.pop(drop, None)
-    kwargs.update(label_dim=label_dim, dropout=GENERATOR_DROPOUT, augment_dim=0, label_dropout=0, use_fp16=False)
+    kwargs.update(label_dim=label_dim, dropout=GENERATOR_DROPOUT, augment_dim=0, label_dropout=0, use_fp16=use_fp16)
     g = model_io.build("D2OPrecond", **kwargs)
     if init_weights == "pretrained":
         src = dict(init.state_dict())

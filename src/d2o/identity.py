@@ -64,6 +64,11 @@ def run_identity(training: Training, inputs: dict[str, str | os.PathLike | None]
             "settings": settings, "inputs": hashes}
 
 
+def snapshot_identity(run: str, nimg: int) -> str:
+    """The identity of a run's EMA snapshot after `nimg` images."""
+    return digest({"run": run, "nimg": nimg})[:ID_CHARS]
+
+
 def model_identity(path: str | os.PathLike) -> str:
     """The identity of a network file: a trained model's `model_identity` (its header), else (a converted checkpoint)
     a hash of the source file's SHA-256 the conversion recorded, else of the file's own content."""

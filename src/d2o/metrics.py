@@ -370,21 +370,75 @@ def compute_is(samples, splits: int = 10, shuffle: bool = False, num_samples: in
     return res
 
 
+def _pairwise_sq_distances(u: torch.Tensor, v: torch.Tensor, arithmetic: str) -> torch.Tensor:
+    """Squared Euclidean distances |u_i - v_j|^2 as ||u||^2 - 2 u.v + ||v||^2, clamped at 0 (float32 result).
+
+    arithmetic "fp16": the guided-diffusion evaluator's (the paper's Table 6 P/R): features cast to float16, the
+    norms and the product accumulated in float32 and rounded to float16 (GPU reductions and tensor-core matmuls),
+    each of the two additions rounded to float16; a block with an overflow is recomputed in float32, as it does.
+    arithmetic "fp32": the same formula in float32."""
+    u, v = u.float(), v.float()
+    if arithmetic == "fp16":
+        u16, v16 = u.half().float(), v.half().float()
+        nu = u16.square().sum(1).half().float()[:, None]
+        nv = v16.square().sum(1).half().float()[None, :]
+        mm = (u16 @ v16.T).half().float()
+        d = ((nu - 2 * mm).half().float() + nv).half()
+        if torch.isfinite(d).all():
+            return d.float().clamp_min(0)
+    elif arithmetic != "fp32":
+        raise ValueError(f"d2o.metrics: P/R arithmetic {arithmetic!r}; use 'fp16' (the evaluator's) or 'fp32'")
+    return (u.square().sum(1)[:, None] - 2 * u @ v.T + v.square().sum(1)[None, :]).clamp_min(0)
+
+
+def manifold_radii(features: torch.Tensor, k: int = 3, arithmetic: str = "fp16", block: int = 10000) -> torch.Tensor:
+    """Squared distance of every feature to its k-th nearest neighbour in the same set (itself at distance 0 counted
+    first, as the evaluator's np.partition at index k), computed in row blocks of `block`."""
+    radii = torch.empty(len(features))
+    for a in range(0, len(features), block):
+        d = torch.cat([_pairwise_sq_distances(features[a:a + block], features[b:b + block], arithmetic)
+                       for b in range(0, len(features), block)], dim=1)
+        radii[a:a + block] = d.kthvalue(k + 1, dim=1).values.cpu()
+    return radii
+
+
+def precision_recall(ref: torch.Tensor, samples: torch.Tensor, k: int = 3, arithmetic: str = "fp16",
+                     block: int = 10000) -> dict:
+    """Improved precision/recall (Kynkaenniemi et al. 2019) as guided-diffusion's evaluator computes it: precision =
+    share of samples within the k-NN radius of some reference feature; recall = share of references within the
+    radius of some sample; squared distances compared with `<=`."""
+    r_ref, r_smp = manifold_radii(ref, k, arithmetic, block), manifold_radii(samples, k, arithmetic, block)
+    smp_in = torch.zeros(len(samples), dtype=torch.bool)
+    ref_in = torch.zeros(len(ref), dtype=torch.bool)
+    for a in range(0, len(ref), block):
+        for b in range(0, len(samples), block):
+            d = _pairwise_sq_distances(ref[a:a + block], samples[b:b + block], arithmetic).cpu()
+            ref_in[a:a + block] |= (d <= r_smp[None, b:b + block]).any(1)
+            smp_in[b:b + block] |= (d <= r_ref[a:a + block, None]).any(0)
+    p, r = float(smp_in.double().mean()), float(ref_in.double().mean())
+    return {"precision": p, "recall": r, "f_score": 2 * p * r / (p + r) if p + r else 0.0}
+
+
 def compute_pr(samples, refs, k: int = 3, num_samples: int | None = None, allow_fewer: bool = False,
                feature_extractor: str = "inception-v3-compat", layer: str = "2048", weights_path=None,
                batch_size: int = 64, device=None, seed: int = 0, reference_name=None, label: str | None = None,
                verbose: bool = False) -> dict:
-    """Improved precision/recall (Kynkäänniemi et al.) with torch-fidelity prc: input1 = generated, input2 = real,
-    k-NN radius k=3, Inception '2048' features (D2O Table 6 protocol, spec §3; fp32 distances, not TF fp16).
-    value = {"precision", "recall", "f_score"}."""
+    """Improved precision/recall of generated `samples` against reference images `refs` (D2O Table 6 protocol: k = 3,
+    Inception '2048' features, all samples against the reference batch; spec §8).
+
+    value = the guided-diffusion evaluator's arithmetic (float16 distances, `precision_recall(..., "fp16")`), the
+    paper protocol; value["fp32"] = the same in float32 (torch-fidelity's prc decisions)."""
     ds = select_subset(as_image_dataset(samples), num_samples, allow_fewer, seed)
     ref_ds = as_image_dataset(refs)
-    out = calculate_metrics(device=device, input1=ds, input2=ref_ds, prc=True, prc_neighborhood=k,
-                            feature_extractor=feature_extractor, feature_layer_prc=layer, batch_size=batch_size,
-                            feature_extractor_weights_path=None if weights_path is None else str(weights_path),
-                            save_cpu_ram=True, verbose=verbose)
-    value = {key: out[key] for key in ("precision", "recall", "f_score")}
-    settings = dict(k=k, ref_num_samples=len(ref_ds), batch_size=batch_size, device=str(_device_flags(device)[1]),
+    fe = dict(feature_extractor=feature_extractor, layers=(layer,), weights_path=weights_path, batch_size=batch_size,
+              device=device, verbose=verbose)
+    f_smp, f_ref = extract_features(ds, **fe)[layer], extract_features(ref_ds, **fe)[layer]
+    dev = _device_flags(device)[1]
+    f_smp, f_ref = f_smp.to(dev), f_ref.to(dev)
+    value = precision_recall(f_ref, f_smp, k, "fp16")
+    value["fp32"] = precision_recall(f_ref, f_smp, k, "fp32")
+    settings = dict(k=k, ref_num_samples=len(ref_ds), batch_size=batch_size, device=str(dev),
+                    arithmetic="fp16 distances (guided-diffusion evaluator); value.fp32: float32",
                     weights_path=None if weights_path is None else str(weights_path))
     ref_desc = reference_name or (str(refs) if isinstance(refs, (str, os.PathLike)) else "images")
     return _result("pr", value, len(ds), ref_desc, feature_extractor, layer, settings, label)

@@ -129,9 +129,15 @@ class RunDirectory:
             src = self.snapshot(k)
             if not src.exists():
                 raise FileNotFoundError(f"{src}: snapshot missing after training; delete {self.path} and retrain")
-            dst = dest_dir / src.name
-            if not dst.exists():
-                try:
-                    os.link(src, dst)
-                except OSError:
-                    shutil.copy2(src, dst)
+            link_or_copy(src, dest_dir / src.name)
+
+
+def link_or_copy(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """Hard-link `src` to `dst` (a copy where the filesystem cannot link); an existing `dst` is kept."""
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if not dst.exists():
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)

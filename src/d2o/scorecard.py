@@ -2,8 +2,10 @@
 
 Rows come from d2o/data/literature.yaml `own_results` (kind "own"); with a `Literature` object the EDM/baseline
 numbers we re-measure (table cells with `measure`, `text_baselines`) follow as kind "baseline".
-`computed` maps (table, slot, metric) -> (value, experiment[, made_by]); an own entry is looked up by its `measured_as`
-key. `made_by` ("<model identity> @ <git commit>", d2o.report) ties each number to the model and code that made it.
+`computed` maps (table, slot, metric) -> (value, experiment[, made_by[, best]]); an own entry is looked up by its
+`measured_as` key. `made_by` ("<model identity> @ <git commit>", d2o.report) ties each number to the model and code
+that made it; `best` is the value of the run's lowest-FID snapshot ("<value> @ <Mimg> Mimg": the checkpoint the
+authors reported), shown beside the final model's, which the status judges.
 Status: "reproduced" (|delta| <= max(abs_tol, rel_tol * |paper|); for "<=" entries: value <= bound + tol),
 "differs", "not run", or "demo (not comparable)" when the label is not the paper protocol.
 """
@@ -20,7 +22,8 @@ from d2o.io import atomic_write_text
 from d2o.literature import COLLAPSE, Literature
 
 PAPER_LABEL = "paper protocol"
-FIELDS = ["id", "kind", "where", "method", "metric", "paper", "reproduced", "delta", "status", "experiment", "made_by"]
+FIELDS = ["id", "kind", "where", "method", "metric", "paper", "reproduced", "delta", "status", "best_snapshot",
+          "experiment", "made_by"]
 
 
 def entries(literature_own) -> list[dict]:
@@ -66,13 +69,14 @@ def rows(literature_own, computed: dict, label: str, rel_tol: float = 0.05, abs_
     """One dict per paper number with the fields of FIELDS."""
     out = []
     for e in entries(literature_own):
-        value, experiment, *made_by = computed.get(e["key"], (None, None))
+        value, experiment, *extra = computed.get(e["key"], (None, None))
+        made_by, best = (list(extra) + ["", ""])[:2]
         status, delta = _status(e["value"], value, e.get("relation", "=="), label, rel_tol, abs_tol, collapse_fid)
         paper = e["value"] if e["value"] == COLLAPSE else f"{'<= ' if e.get('relation') == '<=' else ''}{'~' if e.get('approx') else ''}{e['value']:g}"
         out.append({"id": e["id"], "kind": e["kind"], "where": e["where"], "method": e["method"], "metric": e["metric"],
                     "paper": paper, "reproduced": "not run" if value is None else (value if isinstance(value, str) else f"{value:.4g}"),
                     "delta": "" if delta is None else f"{delta:+.3g}", "status": status, "experiment": experiment or "",
-                    "made_by": (made_by or [""])[0] or ""})
+                    "best_snapshot": best or "", "made_by": made_by or ""})
     return out
 
 

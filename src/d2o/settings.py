@@ -28,7 +28,8 @@ from dataclasses import dataclass
 # Discriminator knobs per type (with their defaults), beside the ones every type takes (COMMON).
 DISCRIMINATOR_COMMON = {"type": "projected", "ada_target": None, "ada_kimg": 500.0}
 DISCRIMINATOR_KEYS = {
-    "projected": {"backbones": ("vgg16_bn", "tf_efficientnet_lite0"), "resolution": 224, "diffaug": False, "cout": 64},
+    "projected": {"backbones": ("vgg16_bn", "tf_efficientnet_lite0"), "resolution": 224, "diffaug": False, "cout": 64,
+                  "class_embedding": None},
     "vgg16": {},
     "lpips": {},
     "stylegan2": {"channel_max": 512, "init": None},
@@ -60,12 +61,13 @@ class Discriminator:
     resolution: int | None              # projected: side the backbones' inputs are resized to (224)
     diffaug: bool | None                # projected: DiffAugment (color, translation, cutout) before each backbone
     cout: int | None                    # projected: width of the random CCM/CSM projections (64)
+    class_embedding: str | None         # projected, conditional: weights its heads' class embeddings start from
     channel_max: int | None             # stylegan2: widest layer (512)
     init: str | None                    # stylegan2: checkpoint (kind stylegan2ada-discriminator) to start from
 
     def build_kwargs(self) -> dict:
         """The keyword arguments of this type's class (d2o.discriminators.build_discriminator)."""
-        return {k: getattr(self, k) for k in DISCRIMINATOR_KEYS[self.type] if k != "init"}
+        return {k: getattr(self, k) for k in DISCRIMINATOR_KEYS[self.type] if k not in ("init", "class_embedding")}
 
 
 @dataclass(frozen=True)
@@ -116,7 +118,7 @@ class Training:
     ema_rampup: float | None      # EMA warm-up ratio: half-life at most this times the images seen (None = off)
     duration_mimg: float          # training images (Mimg): where the run stops
     snapshot_kimg: Snapshots      # when EMA snapshots are written
-    precision: str                # generator on CUDA: bf16 autocast (the authors') | fp32
+    precision: str                # generator on CUDA: bf16 (the authors' explicit casts) | bf16-autocast | fp32
     d_precision: str              # discriminator on CUDA: fp32 with TF32 off (the authors') | tf32 | bf16
     seed: int                     # seed of every random stream
     data_order: str               # authors: EDM's InfiniteSampler (window 0.5) as coded | epochs: a permutation per epoch
@@ -285,6 +287,8 @@ def unused_keys(r: dict) -> list[tuple[str, str]]:
         allowed = set(DISCRIMINATOR_COMMON) | set(DISCRIMINATOR_KEYS.get(dtype, {}))
         out += [(f"discriminator.{k}", f"discriminator type {dtype!r} does not use it (its keys: "
                  f"{', '.join(sorted(allowed))})") for k in d if k not in allowed]
+        if d.get("class_embedding") and not r.get("conditional", False):
+            out.append(("discriminator.class_embedding", "an unconditional run has no class embedding"))
     if r.get("middle_sigma") is not None and r.get("generator_steps", 1) != 2:
         out.append(("middle_sigma", f"only a 2-step generator has a middle sigma (generator_steps is "
                     f"{r.get('generator_steps', 1)})"))

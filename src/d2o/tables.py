@@ -25,6 +25,7 @@ from d2o.io import atomic_write_text
 from d2o.literature import TABLE10_KEYS, Literature, load_literature
 
 NOT_RUN = "not run in this config"
+BEST = "best snapshot, as the authors selected"  # the lowest-FID snapshot (their README: released checkpoints)
 CHECK, CROSS = "\u2713", "\u2717"
 TABLES = ("table1", "table2", "table3", "table4", "table5", "table6", "table10", "table11", "table12", "thesis")
 
@@ -108,7 +109,9 @@ SPECS = {
         Section(SCRATCH, {"section": "scratch"}),
         Section(POST, {"section": "post"}, _d2o_pair({
             lab: {"fid": (slot, "fid"), "precision": (slot, "precision"), "recall": (slot, "recall")}
-            for lab, slot in [("D2O (ours)", "d2o_imagenet"), ("D2O-F (ours)", "d2o_f_imagenet")]})))),
+            for lab, slot in [("D2O (ours)", "d2o_imagenet"), ("D2O-F (ours)", "d2o_f_imagenet")]}))),
+        ("Precision / recall: k = 3 on Inception pool_3 features, squared distances in float16 as guided-diffusion's "
+         "evaluator computes them (the paper's); the same in float32 is in each pr.json (value.fp32).",)),
     "table11": Spec("Table 11: CLIP-FID, FID and training images", "Model",
         (Col("CLIP-FID (\u2193)", "clip_fid"), Col("FID (\u2193)", "fid"), Col("Training images (M)", "training_images", 0)),
         tuple(Section(ds, {"dataset": ds}, (Ours("D2O-F (ours)", {"clip_fid": (slot, "clip_fid"), "fid": (slot, "fid"),
@@ -223,27 +226,47 @@ def _build(name: str, data: dict, lit: Literature):
             src = r["cite"] + ("; " + _runs(data, [t[0] for t in measure.values()]) if measure else "")
             rows.append(cells + [src])
         for o in sec.ours:
-            cells, slots = [o.label], []
-            for c in spec.cols:
-                v = o.cells.get(c.key)
-                if isinstance(v, tuple):
-                    slot, metric = v
-                    slots.append(slot)
-                    entry = lit.own(name, slot, metric)
-                    cells.append(_ours_cell(data, slot, metric, entry and entry["value"], c.digits,
-                                            bool(entry and entry.get("approx"))))
-                else:
-                    cells.append("-" if v is None else v)
-            rows.append(cells + [_runs(data, slots)])
+            rows.append(_ours_row(name, spec, o, o.label, data, lit))
+            best = {slot: (data.get(slot) or {}).get("best") for slot in _slots(o)}
+            if any(best.values()):  # the run's lowest-FID snapshot, evaluated the same way
+                rows.append(_ours_row(name, spec, o, f"{o.label}, {BEST}", best, lit))
         sections.append((sec.title, rows))
     notes = list(spec.notes)
+    picks = []
     for sec in spec.sections:
         for o in sec.ours:
-            for slot in dict.fromkeys(v[0] for v in o.cells.values() if isinstance(v, tuple)):
+            for slot in _slots(o):
                 fd = (data.get(slot) or {}).get("fid_dataset")
                 if fd is not None:
                     notes.append(f"{o.label} ({slot}): FID vs statistics of the prepared dataset = {fmt(fd)}.")
+                b = (data.get(slot) or {}).get("best")
+                if b:
+                    picks.append(f"{b['experiment']} at {fmt(b['training_mimg'], 3)} Mimg (snapshot FID "
+                                 f"{fmt(b.get('snapshot_fid'))})")
+    if picks:
+        notes.append(f"{BEST.capitalize()}: the snapshot with the lowest snapshot FID (eval.snapshot_num_samples images), "
+                     f"then evaluated like the final model: {'; '.join(dict.fromkeys(picks))}.")
     return spec.title, headers, sections, notes
+
+
+def _slots(o: Ours) -> list[str]:
+    return list(dict.fromkeys(v[0] for v in o.cells.values() if isinstance(v, tuple)))
+
+
+def _ours_row(name: str, spec: Spec, o: Ours, label: str, data: dict, lit: Literature) -> list[str]:
+    """One of our rows: every measured cell beside the paper's value, and the runs it comes from."""
+    cells, slots = [label], []
+    for c in spec.cols:
+        v = o.cells.get(c.key)
+        if isinstance(v, tuple):
+            slot, metric = v
+            slots.append(slot)
+            entry = lit.own(name, slot, metric)
+            cells.append(_ours_cell(data, slot, metric, entry and entry["value"], c.digits,
+                                    bool(entry and entry.get("approx"))))
+        else:
+            cells.append("-" if v is None else v)
+    return cells + [_runs(data, slots)]
 
 
 def table10_slot(slot: str) -> tuple[str, str]:

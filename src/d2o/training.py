@@ -40,7 +40,7 @@ from d2o.datasets import cached_image_array
 from d2o.discriminators import build_discriminator
 from d2o.edm import model_io
 from d2o.generator import build_generator, generator_sigmas, run_generator
-from d2o.identity import provenance, run_identity
+from d2o.identity import provenance, run_identity, snapshot_identity
 from d2o.io import atomic_write_json
 from d2o.r1 import lazy_adam_params, r1_penalty
 from d2o.run_state import RunDirectory
@@ -57,7 +57,8 @@ class Trainer:
     """One training run: `Trainer(name, exp.training, exp.execution, runs_dir, dataset_zip, init_path).run(output)`."""
 
     def __init__(self, name: str, training: Training, execution: Execution, runs_dir: str | Path,
-                 dataset_zip: str | Path, init_path: str | Path, d_init_path: str | Path | None = None):
+                 dataset_zip: str | Path, init_path: str | Path, d_init_path: str | Path | None = None,
+                 class_embedding_path: str | Path | None = None):
         self.name, t, x = name, training, execution
         self.t, self.x = t, x
         self.rank, self.world, self.device = distributed.init()
@@ -75,8 +76,17 @@ class Trainer:
         if d is not None and d.init and d_init_path is None:
             raise ValueError(f"experiment {name}: discriminator.init is {d.init!r} but no converted checkpoint was "
                              f"given (train.py --d-init <results>/checkpoints/{d.init}.safetensors)")
+        # the class embedding D's conditional heads start from (registry weights); offline runs keep a random one
+        embed = d.class_embedding if d is not None and d.class_embedding and t.label_dim and not t.offline else None
+        if embed and class_embedding_path is None:
+            raise ValueError(f"experiment {name}: discriminator.class_embedding is {embed!r} but no converted file was "
+                             f"given (train.py --class-embedding <resources>/weights/{embed}.safetensors)")
         self.identity = run_identity(t, {"dataset": dataset_zip, "init": init_path,
-                                         "discriminator_init": d_init_path if d is not None and d.init else None})
+                                         "discriminator_init": d_init_path if d is not None and d.init else None,
+                                         "class_embedding": class_embedding_path if embed else None})
+        self.class_embedding = ({"weights": embed, "sha256": self.identity["inputs"]["class_embedding"]} if embed else
+                                "random (offline registry)" if d is not None and d.class_embedding and t.label_dim else
+                                "random" if t.label_dim and d is not None else None)
         self.run_dir = RunDirectory(runs_dir, self.identity, t.total_img)
 
         # uint8 NHWC, decoded once per dataset version into <dataset folder>/.cache and memory-mapped
@@ -90,7 +100,7 @@ class Trainer:
 
         init = model_io.load_network(init_path)
         torch.manual_seed(t.seed)  # the fresh initialisation of `init_weights: random` runs
-        self.G = build_generator(init, self.label_dim, t.init_weights).to(self.device).train()
+        self.G = build_generator(init, self.label_dim, t.init_weights, use_fp16=t.precision == "bf16").to(self.device).train()
         self.frozen = freezing.freeze(self.G.model, t.freeze, authors_rule=t.freeze_rule == "authors")
         self.shares = freezing.group_shares(self.G.model)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
@@ -104,6 +114,8 @@ class Trainer:
             dcfg = {"type": d.type, **d.build_kwargs()}
             if d.init:  # a GAN-pretrained discriminator (Table 1), converted by the DAG (rule convert_checkpoint)
                 dcfg["checkpoint"] = str(d_init_path)
+            if embed:
+                dcfg["embed_weights"] = str(class_embedding_path)
             torch.manual_seed(t.seed)  # the frozen random projections: identical on every rank and every resume
             self.D = build_discriminator(dcfg, res, self.label_dim, pretrained=not t.offline).to(self.device).train()
             if d.init:
@@ -224,7 +236,8 @@ class Trainer:
         return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda" and precision == "bf16")
 
     def _generate(self, z, c):
-        with self._autocast(self.t.precision):
+        """G(z, c): bf16 as the authors cast it (the generator's own use_fp16 path), bf16 autocast, or fp32."""
+        with self._autocast("bf16" if self.t.precision == "bf16-autocast" else "fp32"):
             return run_generator(self.G_fast, z, c, self.sigmas).float()
 
     def _augment(self, x, g_augs):
@@ -433,7 +446,8 @@ class Trainer:
     def _save_snapshot(self, path: Path) -> None:
         if self.rank == 0 and not path.exists():
             model_io.save_model(self.G_ema, path, extra={"experiment": self.name, "nimg": self.nimg,
-                                                         "run_identity": self.identity["run"]})
+                                                         "run_identity": self.identity["run"],
+                                                         "model_identity": snapshot_identity(self.identity["run"], self.nimg)})
 
     def write_outputs(self, output: str | Path) -> None:
         """The EMA generator and train.json: what was trained, under which identity, by which code on what."""
@@ -450,7 +464,7 @@ class Trainer:
                               "params": self.shares["total_params"] - self.shares["trainable_params"],
                               "percent": 100.0 - self.shares["trainable_percent"]},
                    "sigmas": list(self.sigmas), "offline": t.offline, "world_size": self.world,
-                   "virtual_gpus": self.world * self.virtual, "discriminator_init": self.d_init,
+                   "virtual_gpus": self.world * self.virtual, "discriminator_init": self.d_init, "class_embedding": self.class_embedding,
                    "inputs": self.identity["inputs"], "starts": self.resumed_at,
                    "settings": {"training": to_dict(t), "execution": to_dict(self.x)},
                    "provenance": provenance(self.device, self.world)}

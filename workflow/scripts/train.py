@@ -15,6 +15,7 @@ ap.add_argument("--execution", required=True, help="execution settings (rule set
 ap.add_argument("--dataset", required=True)
 ap.add_argument("--init", required=True, help="EDM checkpoint in the project format")
 ap.add_argument("--d-init", default=None, help="converted pre-trained discriminator (discriminator.init)")
+ap.add_argument("--class-embedding", default=None, help="converted class embedding (discriminator.class_embedding)")
 ap.add_argument("--runs-dir", required=True, help="undeclared folder of the run directories (one per run identity)")
 ap.add_argument("--output", required=True)
 ap.add_argument("--snapshots", required=True)
@@ -38,7 +39,8 @@ if args.threads:
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 name, training = read_part(args.training, "training")
 _, execution = read_part(args.execution, "execution")
-trainer = Trainer(name, training, execution, args.runs_dir, args.dataset, args.init, d_init_path=args.d_init)
+trainer = Trainer(name, training, execution, args.runs_dir, args.dataset, args.init, d_init_path=args.d_init,
+                  class_embedding_path=args.class_embedding)
 code = trainer.run(args.output, stop_after_iters=args.stop_after_iters)
 if code == 0 and trainer.rank == 0:
     trainer.run_dir.copy_snapshots(args.snapshots, training.snapshot_kimgs())

@@ -139,7 +139,10 @@ class Conv2d(torch.nn.Module):
 
 
 class GroupNorm(torch.nn.Module):
-    """Group normalisation with min(num_groups, num_channels // min_channels_per_group) groups."""
+    """Group normalisation with min(num_groups, num_channels // min_channels_per_group) groups.
+
+    A bfloat16 input (only D2O's bf16 generator produces one: EDM itself runs float16) is normalised in float32 and
+    cast back, as D2O's training/networks.py does (spec §1.2); other dtypes as EDM."""
 
     def __init__(self, num_channels, num_groups=32, min_channels_per_group=4, eps=1e-5):
         super().__init__()
@@ -149,6 +152,9 @@ class GroupNorm(torch.nn.Module):
         self.bias = torch.nn.Parameter(torch.zeros(num_channels))
 
     def forward(self, x):
+        if x.dtype == torch.bfloat16:
+            return torch.nn.functional.group_norm(x.to(torch.float32), num_groups=self.num_groups, weight=self.weight,
+                                                  bias=self.bias, eps=self.eps).to(x.dtype)
         return torch.nn.functional.group_norm(x, num_groups=self.num_groups, weight=self.weight.to(x.dtype),
                                               bias=self.bias.to(x.dtype), eps=self.eps)
 
