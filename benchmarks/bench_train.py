@@ -115,6 +115,8 @@ def bench(variant: str, args, tmp: Path) -> dict:
     r = resolve_experiment(load_config("config/config.yaml"), args.experiment)
     r.update(batch=args.batch, batch_gpu=args.batch_gpu, round_batch=args.round_batch, offline=True, precision=args.precision, d_precision=d_precision,
              compile=compile_mode or "off", state_minutes=1e9, resources=dict(r["resources"], gpus=1))
+    if args.projections:
+        r["discriminator"] = dict(r["discriminator"], projections=args.projections)
     exp = Experiment.from_resolved(r)
     tr = Trainer(exp.name, exp.training, exp.execution, tmp / f"run-{variant}", tmp / "data.zip", tmp / "init.safetensors")
     cuda = tr.device.type == "cuda"
@@ -142,7 +144,7 @@ def bench(variant: str, args, tmp: Path) -> dict:
            "batch_gpu": tr.batch_gpu, "rounds": tr.rounds, "virtual_gpus_per_round": tr.group, "g_precision": args.precision, "s_per_iter": round(dt, 5), "img_per_s": round(args.batch / dt, 2),
            "gflop_per_img_without_r1": round(per_img / 1e9, 1),
            "eager_ops_per_iter_without_r1": sum(ops.ops.values()), "eager_forward_ops_by_part": ops.forward_by_part, "achieved_tflops": round(per_img * args.batch / dt / 1e12, 2),
-           "compile": exp.execution.compile, "g_memory_format": g_format or ("channels_last" if cuda else "nchw"), "warmup_s": round(warm_s, 1), "loss_G": float(stats["loss_G"]), "loss_D": float(stats["loss_D"])}
+           "compile": exp.execution.compile, "projections": exp.training.discriminator.projections, "g_memory_format": g_format or ("channels_last" if cuda else "nchw"), "warmup_s": round(warm_s, 1), "loss_G": float(stats["loss_G"]), "loss_D": float(stats["loss_D"])}
     if cuda:
         res["peak_mem_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
     if args.profile:
@@ -171,7 +173,8 @@ def main():
     ap.add_argument("--iters", type=int, default=16)
     ap.add_argument("--warmup", type=int, default=16)
     ap.add_argument("--experiment", default="cifar10-uncond-d2o")
-    ap.add_argument("--precision", default="bf16", help="generator precision")
+    ap.add_argument("--precision", default="bf16", help="generator precision (bf16, bf16-autocast, fp32)")
+    ap.add_argument("--projections", default=None, help="projected D: per_gpu or shared (default: the experiment's)")
     ap.add_argument("--variants", default="fp32", help="comma-separated D precisions (fp32, tf32, bf16), each optionally :<compile mode> and @nchw")
     ap.add_argument("--profile", default=None, help="folder for a torch.profiler table per variant")
     ap.add_argument("--json", default=None, help="append one JSON line per variant here")

@@ -46,13 +46,13 @@ def reference_name(name: str, D: ProjectedDiscriminator) -> str:
     if m:
         bb, rest = m.groups()
         pre = f"feature_net.feature_networks.{bb}."
-        if m2 := re.fullmatch(r"ccm\.(\d)\.(.+)", rest):
+        if m2 := re.fullmatch(r"random\.0\.ccm\.(\d)\.(.+)", rest):
             return pre + f"scratch.layer{m2[1]}_ccm.{m2[2]}"
-        if m2 := re.fullmatch(r"csm\.(\d)\.conv\.(.+)", rest):
+        if m2 := re.fullmatch(r"random\.0\.csm\.(\d)\.conv\.(.+)", rest):
             return pre + f"scratch.layer{m2[1]}_csm.out_conv.{m2[2]}"
         if m2 := re.fullmatch(r"features\.vit\.(.+)", rest):  # DeiT: the whole timm model
             return pre + f"pretrained.model.{m2[1]}"
-        if m2 := re.fullmatch(r"features\.readout\.(\d)\.(\d)\.(.+)", rest):  # after Slice, Transpose, Unflatten
+        if m2 := re.fullmatch(r"random\.0\.readout\.(\d)\.(\d)\.(.+)", rest):  # after Slice, Transpose, Unflatten
             return pre + f"pretrained.layer{int(m2[1]) + 1}.{int(m2[2]) + 3}.{m2[3]}"
         if m2 := re.fullmatch(r"features\.layers\.(\d)\.(\d+)\.(.+)", rest):
             k, j, tail = int(m2[1]), int(m2[2]), m2[3]

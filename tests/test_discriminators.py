@@ -393,7 +393,7 @@ def test_bf16_projection_weights_are_bitwise_what_autocast_computes():
     cast = copy.deepcopy(ref)
     cast.cast_projection_weights(torch.bfloat16)
     proj = cast.projections["tf_efficientnet_lite0"]
-    assert proj.features.layers[0][0].weight.dtype == torch.bfloat16 and proj.ccm[0].bias.dtype == torch.bfloat16
+    assert proj.features.layers[0][0].weight.dtype == torch.bfloat16 and proj.random[0].ccm[0].bias.dtype == torch.bfloat16
     assert proj.features.layers[0][1].weight.dtype == torch.float32                      # stem BatchNorm
     assert all(p.dtype == torch.float32 for p in cast.discriminators.parameters())    # trained heads untouched
     outs = []

@@ -35,7 +35,8 @@ def test_deit_double_backward_reaches_a_parameter_after_it(deit):
     torch.manual_seed(1)
     after = nn.Conv2d(768, 1, 1)  # stands in for the trainable heads
     x = torch.randn(1, 3, 224, 224, requires_grad=True)
-    taps = deit(x)
+    assert [tuple(t.shape[1:]) for t in deit(x)] == [(768, 14, 14)] * 4        # token maps; the readout is a projection's
+    taps = [r(t) for r, t in zip(deit.make_readout(), deit(x))]
     assert [tuple(t.shape[1:]) for t in taps] == [(96, 56, 56), (192, 28, 28), (384, 14, 14), (768, 7, 7)]
     score = after(taps[3]).sum() + sum(t.mean() for t in taps[:3])
     (g,) = torch.autograd.grad(score, x, create_graph=True)

@@ -477,3 +477,21 @@ def test_conditional_heads_start_from_the_class_embedding(toy, tmp_path):
     r = Trainer(offline.name, offline.training, offline.execution, tmp_path / "r", root / "data.zip",
                 root / "init.safetensors")
     assert r.class_embedding == "random (offline registry)" and "class_embedding" not in r.identity["inputs"]
+
+
+def test_each_virtual_gpu_has_its_own_random_projection(toy, tmp_path):
+    """projections: per_gpu (as coded): virtual GPU v's CCM/CSM come from seed (seed, v), whatever the GPU count or
+    pass size; the feature network is shared; `shared` builds one projection (Projected GAN)."""
+    root, exp = toy
+    four = _trainer(root, dict(exp, batch_gpu=2), tmp_path / "a")
+    proj = four.D.projections["tiny"]
+    assert len(proj.random) == four.virtual == 4
+    w = [r.ccm[0].weight for r in proj.random]
+    assert all(not torch.equal(w[0], x) for x in w[1:])
+    pairs = _trainer(root, dict(exp, batch_gpu=2, round_batch=4), tmp_path / "b")      # 2 passes of 2 virtual GPUs
+    assert all(torch.equal(a.ccm[0].weight, b.ccm[0].weight) for a, b in zip(proj.random, pairs.D.projections["tiny"].random))
+    shared = _trainer(root, dict(exp, batch_gpu=2, discriminator=dict(exp["discriminator"], projections="shared")),
+                      tmp_path / "c")
+    assert len(shared.D.projections["tiny"].random) == 1 and shared.identity["run"] != four.identity["run"]
+    with pytest.raises(ValueError, match="projection ids"):
+        four.D.use_projections([4])

@@ -35,8 +35,11 @@ RESIZED = ("vgg16_bn", "tf_efficientnet_lite0", "deit_base_distilled_patch16_224
 class FeatureNetwork(nn.Module):
     """Base class: `forward(x)` maps a normalised NCHW image to a list of four feature maps.
 
-    Attributes: `name`, `channels` (tap channels), `strides` (tap stride w.r.t. the network input),
-    `normstats` (dict of mean/std tuples for inputs in [0, 1]), `resize` (whether D2O resizes inputs to 224).
+    Attributes: `name`, `channels` (tap channels, after the readout), `strides` (tap stride w.r.t. the network
+    input), `normstats` (dict of mean/std tuples for inputs in [0, 1]), `resize` (whether D2O resizes inputs to 224).
+    `make_readout()` builds the random, never-trained layers that turn `forward`'s outputs into the taps (DeiT's
+    token maps to 4 resolutions; None for the CNNs, whose outputs are the taps): they belong to a projection
+    (d2o.projected_discriminator.RandomProjection), which may differ per GPU while the network is shared.
     """
 
     name: str
@@ -48,6 +51,9 @@ class FeatureNetwork(nn.Module):
     def freeze(self) -> "FeatureNetwork":
         self.requires_grad_(False)
         return super().train(False)
+
+    def make_readout(self) -> nn.Module | None:
+        return None
 
     def train(self, mode: bool = True) -> "FeatureNetwork":
         return super().train(False)  # always eval (BatchNorm statistics and dropout frozen)
@@ -182,10 +188,11 @@ def _check_deit_structure(model: nn.Module, name: str) -> None:
 class DeiTBaseDistilledFeatures(FeatureNetwork):
     """timm deit_base_distilled_patch16_224, outputs of blocks 2/5/8/11 (spec §3.1), computed as timm 0.5.4 does.
 
-    Each tap drops the class and distillation tokens, reshapes the 196 patch tokens to 14x14 and applies a
-    random readout: 1x1 conv to 96/192/384/768 channels, then transposed conv k4 s4 (56 px), transposed conv
-    k2 s2 (28 px), identity (14 px), 3x3 conv stride 2 (7 px). The readout is random and never trained,
-    as in D2O (MiDaS-style `_make_vit_b16_backbone` with `use_readout="ignore"`, start index 2).
+    Each output drops the class and distillation tokens and reshapes the 196 patch tokens to a 768 x 14 x 14 map;
+    the random readout (`make_readout`, part of a projection) turns them into the taps: 1x1 conv to 96/192/384/768
+    channels, then transposed conv k4 s4 (56 px), transposed conv k2 s2 (28 px), identity (14 px), 3x3 conv
+    stride 2 (7 px). The readout is random and never trained, as in D2O (MiDaS-style `_make_vit_b16_backbone` with
+    `use_readout="ignore"`, start index 2), built right after the network as D2O does.
     Inputs must be 224x224 (no position-embedding interpolation is needed there).
 
     Forward path, written out here rather than calling timm's modules' `forward` (D2O pins timm 0.5.4; this project
@@ -231,14 +238,17 @@ class DeiTBaseDistilledFeatures(FeatureNetwork):
         self.num_prefix = 2  # class + distillation tokens
         self.num_heads = model.blocks[0].attn.num_heads
         self.scale = (model.embed_dim // self.num_heads) ** -0.5  # as timm 0.5.4: head_dim ** -0.5
+        self.freeze()
+
+    def make_readout(self) -> nn.Module:
+        """A random readout (from the current torch RNG), frozen: token maps -> the four taps."""
         w, (c0, c1, c2, c3) = 768, self.channels
-        self.readout = nn.ModuleList([
+        return nn.ModuleList([
             nn.Sequential(nn.Conv2d(w, c0, 1), nn.ConvTranspose2d(c0, c0, 4, stride=4)),
             nn.Sequential(nn.Conv2d(w, c1, 1), nn.ConvTranspose2d(c1, c1, 2, stride=2)),
             nn.Sequential(nn.Conv2d(w, c2, 1)),
             nn.Sequential(nn.Conv2d(w, c3, 1), nn.Conv2d(c3, c3, 3, stride=2, padding=1)),
-        ])
-        self.freeze()
+        ]).requires_grad_(False)
 
     def block(self, blk: nn.Module, t: torch.Tensor) -> torch.Tensor:
         """One pre-norm transformer block, as timm 0.5.4's `Block.forward` (see the class docstring)."""
@@ -262,11 +272,9 @@ class DeiTBaseDistilledFeatures(FeatureNetwork):
         for i, blk in enumerate(self.vit.blocks[: self.HOOKS[-1] + 1]):
             t = self.block(blk, t)
             if i in self.HOOKS:
-                k = self.HOOKS.index(i)
                 # contiguous, as D2O's Transpose module: the readout convs then see D2O's memory layout (a strided
                 # view would take another conv kernel, 3e-6 relative off in float32 on CPU)
-                m = t[:, self.num_prefix:].transpose(1, 2).contiguous().view(n, t.shape[-1], h // 16, w // 16)
-                outs.append(self.readout[k](m))
+                outs.append(t[:, self.num_prefix:].transpose(1, 2).contiguous().view(n, t.shape[-1], h // 16, w // 16))
         return outs
 
 

@@ -59,35 +59,70 @@ class FuseUp(nn.Module):
         return self.conv(x)
 
 
-class Projection(nn.Module):
-    """Frozen feature network + random CCM + random CSM; never trained, always in eval mode.
-
-    `forward(x)` takes the normalised, resized input and returns four maps with `channels` channels
-    (cout x (1, 1, 2, 4) with expand=True) at twice the tap resolutions.
-    """
+class RandomProjection(nn.Module):
+    """The random, never-trained layers of one projection: the feature network's readout (DeiT only), the CCM
+    (random 1x1 convs to cout x (1, 2, 4, 8)) and the CSM (random top-down fusion, cout x (1, 1, 2, 4) channels at
+    twice each tap's resolution with expand=True). Built from the current torch RNG, in that order."""
 
     def __init__(self, features: FeatureNetwork, cout: int = 64, expand: bool = True):
         super().__init__()
-        self.features = features
+        readout = features.make_readout()
+        if readout is not None:
+            self.readout = readout
         ccm_ch = [cout, cout * 2, cout * 4, cout * 8] if expand else [cout] * 4
         self.ccm = nn.ModuleList([nn.Conv2d(ci, co, 1) for ci, co in zip(features.channels, ccm_ch)])
         # Coarsest to finest: levels 3, 2, 1 halve channels when expanding; the finest level (0) never does.
         self.csm = nn.ModuleList([FuseUp(ccm_ch[i], halve=expand and i > 0) for i in range(4)])
         self.channels = tuple(ccm_ch[i] // 2 if expand and i > 0 else ccm_ch[i] for i in range(4))
-        self.requires_grad_(False)
-        super().train(False)
 
-    def train(self, mode: bool = True) -> "Projection":
-        return super().train(False)
-
-    def forward(self, x):
-        taps = self.features(x)
+    def forward(self, outs):
+        taps = [r(t) for r, t in zip(self.readout, outs)] if hasattr(self, "readout") else outs
         mixed = [ccm(t) for ccm, t in zip(self.ccm, taps)]
         out = [None] * 4
         out[3] = self.csm[3](mixed[3])
         for i in (2, 1, 0):
             out[i] = self.csm[i](out[i + 1], mixed[i])
         return out
+
+
+class Projection(nn.Module):
+    """Frozen feature network + its random projection(s); never trained, always in eval mode.
+
+    `seeds` None: one random projection from the current torch RNG (Projected GAN: one projection everywhere).
+    `seeds` [s_0, ...]: one projection per seed, each built after torch.manual_seed(s_i) (D2O as coded: every GPU
+    seeds torch per rank before building its feature network, so each GPU's projection is its own, spec §3.2);
+    the feature network's weights are shared.
+
+    `forward(x, ids)` takes the normalised, resized input of len(ids) equal consecutive slices (one per virtual GPU)
+    and sends slice j through projection ids[j]; it returns four maps with `channels` channels.
+    """
+
+    def __init__(self, features: FeatureNetwork, cout: int = 64, expand: bool = True, seeds=None):
+        super().__init__()
+        self.features = features
+        if seeds is None:
+            self.random = nn.ModuleList([RandomProjection(features, cout, expand)])
+        else:
+            copies = []
+            for s in seeds:
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(int(s))
+                    copies.append(RandomProjection(features, cout, expand))
+            self.random = nn.ModuleList(copies)
+        self.channels = self.random[0].channels
+        self.requires_grad_(False)
+        super().train(False)
+
+    def train(self, mode: bool = True) -> "Projection":
+        return super().train(False)
+
+    def forward(self, x, ids=(0,)):
+        outs = self.features(x)
+        if len(ids) == 1:
+            return self.random[ids[0]](outs)
+        slices = [o.chunk(len(ids)) for o in outs]
+        parts = [self.random[p]([s[j] for s in slices]) for j, p in enumerate(ids)]
+        return [torch.cat([part[level] for part in parts]) for level in range(4)]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -252,13 +287,16 @@ class ProjectedDiscriminator(nn.Module):
         head_channel_max: cap on the mini-discriminator channel table (None = D2O's table, uncapped, for the real
             backbones; `tiny` defaults to 4 * cout, because its small maps end at sizes where the table asks
             for 1024-2048 channels).
+        projection_seeds: None (one random projection per backbone, from the current RNG: Projected GAN) or one
+            seed per projection copy (D2O as coded: each GPU its own; `use_projections` picks the copies of a pass).
+            Backbone b's copy i is built after torch.manual_seed(seed_i + b); the feature networks are shared.
     """
 
     def __init__(self, backbones=("vgg16_bn", "tf_efficientnet_lite0"), resolution: int = 224, label_dim: int = 0,
                  pretrained: bool = True, weights: dict | None = None, diffaug: bool = False,
                  diffaug_policy: str = "color,translation,cutout", cout: int = 64, expand: bool = True,
                  num_discs: int = 4, cmap_dim: int = 64, embed_weights: str | os.PathLike | None = None,
-                 img_resolution: int | None = None, head_channel_max: int | None = None):
+                 img_resolution: int | None = None, head_channel_max: int | None = None, projection_seeds=None):
         super().__init__()
         weights = dict(weights or {})
         unknown = set(weights) - set(backbones)
@@ -270,9 +308,11 @@ class ProjectedDiscriminator(nn.Module):
         self.diffaug, self.diffaug_policy = diffaug, diffaug_policy
         self.projections = nn.ModuleDict()
         self.discriminators = nn.ModuleDict()
-        for name in self.backbones:
+        self.projection_ids = (0,)  # the projection copy of each virtual GPU of the next pass (use_projections)
+        for b, name in enumerate(self.backbones):
             feat = build_feature_network(name, pretrained=pretrained and name != "tiny", weights=weights.get(name))
-            proj = Projection(feat, cout=cout, expand=expand)
+            seeds = None if projection_seeds is None else [int(s) + b for s in projection_seeds]
+            proj = Projection(feat, cout=cout, expand=expand, seeds=seeds)
             self.projections[name] = proj
             cap = head_channel_max if head_channel_max is not None or feat.resize else 4 * cout
             self.discriminators[name] = MultiScaleHeads(proj.channels, _level_sizes(feat, img_resolution),
@@ -287,6 +327,15 @@ class ProjectedDiscriminator(nn.Module):
             self.load_class_embedding(embed_weights)
         self._compiled: dict = {}   # torch.compile'd projections and heads, outside the module tree (state_dict unchanged)
         self._use_compiled = True
+
+    def use_projections(self, ids) -> None:
+        """The next calls' batches are len(ids) equal slices (virtual GPUs); slice j goes through projection copy
+        ids[j] of every backbone (copies: `projection_seeds`)."""
+        ids = tuple(int(i) for i in ids)
+        n = len(next(iter(self.projections.values())).random)
+        if not ids or any(not 0 <= i < n for i in ids):
+            raise ValueError(f"d2o.projected_discriminator: projection ids {ids} for {n} projection copies")
+        self.projection_ids = ids
 
     def set_batchnorm_group(self, group: int | None) -> None:
         """Take the heads' BatchNorm statistics over consecutive groups of `group` samples (one virtual GPU each)."""
@@ -384,7 +433,8 @@ class ProjectedDiscriminator(nn.Module):
 
     def forward(self, x: torch.Tensor, c: torch.Tensor | None = None) -> list[list[torch.Tensor]]:
         self._check_labels(x, c)
-        return [self._part("heads", name)(self._part("projection", name)(self.preprocess(x, name)), c if self.label_dim else None)
+        ids = self.projection_ids
+        return [self._part("heads", name)(self._part("projection", name)(self.preprocess(x, name), ids), c if self.label_dim else None)
                 for name in self.backbones]
 
     def forward_pair(self, x: torch.Tensor, c: torch.Tensor | None, y: torch.Tensor, cy: torch.Tensor | None):
@@ -398,7 +448,7 @@ class ProjectedDiscriminator(nn.Module):
         py = [self.preprocess(y, name) for name in self.backbones]
         lx, ly = [], []
         for name, a, b in zip(self.backbones, px, py):
-            feats = self._part("projection", name)(torch.cat([a, b]))
+            feats = self._part("projection", name)(torch.cat([a, b]), self.projection_ids * 2)
             heads = self._part("heads", name)
             lx.append(heads([f[:len(a)] for f in feats], c if self.label_dim else None))
             ly.append(heads([f[len(a):] for f in feats], cy if self.label_dim else None))

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 DISCRIMINATOR_COMMON = {"type": "projected", "ada_target": None, "ada_kimg": 500.0}
 DISCRIMINATOR_KEYS = {
     "projected": {"backbones": ("vgg16_bn", "tf_efficientnet_lite0"), "resolution": 224, "diffaug": False, "cout": 64,
-                  "class_embedding": None},
+                  "class_embedding": None, "projections": "per_gpu"},
     "vgg16": {},
     "lpips": {},
     "stylegan2": {"channel_max": 512, "init": None},
@@ -62,12 +62,14 @@ class Discriminator:
     diffaug: bool | None                # projected: DiffAugment (color, translation, cutout) before each backbone
     cout: int | None                    # projected: width of the random CCM/CSM projections (64)
     class_embedding: str | None         # projected, conditional: weights its heads' class embeddings start from
+    projections: str | None             # projected: per_gpu (each virtual GPU its random projection, as coded) | shared
     channel_max: int | None             # stylegan2: widest layer (512)
     init: str | None                    # stylegan2: checkpoint (kind stylegan2ada-discriminator) to start from
 
     def build_kwargs(self) -> dict:
         """The keyword arguments of this type's class (d2o.discriminators.build_discriminator)."""
-        return {k: getattr(self, k) for k in DISCRIMINATOR_KEYS[self.type] if k not in ("init", "class_embedding")}
+        return {k: getattr(self, k) for k in DISCRIMINATOR_KEYS[self.type]
+                if k not in ("init", "class_embedding", "projections")}
 
 
 @dataclass(frozen=True)

@@ -108,6 +108,7 @@ class Trainer:
 
         self.use_gan, self.use_cd = t.uses_gan, t.uses_cd
         self.d_init = None  # where a pre-trained discriminator came from (train.json)
+        self.per_gpu_projections = False
         self.augment = self.ada = None
         res = self.images.shape[1]
         if self.use_gan:
@@ -116,8 +117,12 @@ class Trainer:
                 dcfg["checkpoint"] = str(d_init_path)
             if embed:
                 dcfg["embed_weights"] = str(class_embedding_path)
-            torch.manual_seed(t.seed)  # the frozen random projections: identical on every rank and every resume
+            if d.type == "projected" and d.projections == "per_gpu":  # each virtual GPU its random projection (as coded)
+                dcfg["projection_seeds"] = [distributed.seeded(t.seed, 4, v).initial_seed()
+                                            for v in range(self.rank * self.virtual, (self.rank + 1) * self.virtual)]
+            torch.manual_seed(t.seed)  # the heads (and a shared projection): identical on every rank and every resume
             self.D = build_discriminator(dcfg, res, self.label_dim, pretrained=not t.offline).to(self.device).train()
+            self.per_gpu_projections = "projection_seeds" in dcfg
             if d.init:
                 self.d_init = {"checkpoint": d.init, "source": getattr(self.D, "d2o_extra", {}),
                                "reinitialised": getattr(self.D, "reinitialised", [])}
@@ -252,13 +257,13 @@ class Trainer:
         with self._autocast(self.t.d_precision):
             return self.D(x, c)
 
-    def _D_pair(self, x, c, fake, c2, g_augs):
-        """`_D(x, c), _D(fake, c2)`, with the projected D's shared projection pass (`forward_pair`)."""
+    def _D_pair(self, a, ca, b, cb, g_augs):
+        """`_D(a, ca), _D(b, cb)` in that order, with the projected D's shared projection pass (`forward_pair`)."""
         if not hasattr(self.D, "forward_pair"):
-            return self._D(x, c, g_augs), self._D(fake, c2, g_augs)
-        x, fake = self._augment(x, g_augs), self._augment(fake, g_augs)
+            return self._D(a, ca, g_augs), self._D(b, cb, g_augs)
+        a, b = self._augment(a, g_augs), self._augment(b, g_augs)
         with self._autocast(self.t.d_precision):
-            return self.D.forward_pair(x, c, fake, c2)
+            return self.D.forward_pair(a, ca, b, cb)
 
     def _per_gpu(self, loss: torch.Tensor) -> torch.Tensor:
         """A round's GAN loss as the mean over its virtual GPUs: the authors' per-sample sum grows with the samples of
@@ -274,8 +279,10 @@ class Trainer:
     def _rounds(self, rng_states: list):
         """Yield the accumulation rounds r (a no-op for one round): round r's global RNG state is swapped in, and D's
         buffers (BatchNorm statistics, spectral-norm vectors) start every round from their value at the start of the
-        phase, as on separate GPUs; round 0's values (virtual rank 0's) are kept afterwards."""
+        phase, as on separate GPUs; round 0's values (virtual rank 0's) are kept afterwards. With per-GPU projections
+        the round's virtual GPUs use their own projection copies."""
         if self.rounds == 1:
+            self._use_round_projections(0)
             yield 0
             return
         # buffers of D's training-mode modules (the frozen projections are in eval mode: theirs never change)
@@ -288,12 +295,17 @@ class Trainer:
             if r > 0:
                 for b, b0 in zip(bufs, start):
                     b.copy_(b0)
+            self._use_round_projections(r)
             yield r
             rng_states[r] = self._global_rng_state()
             if r == 0:
                 kept = [b.clone() for b in bufs]
         for b, b0 in zip(bufs, kept):
             b.copy_(b0)
+
+    def _use_round_projections(self, r: int) -> None:
+        if self.use_gan and self.per_gpu_projections:
+            self.D.use_projections(range(r * self.group, (r + 1) * self.group))
 
     def step(self) -> dict[str, torch.Tensor]:
         """One iteration; returns its statistics as detached 0-dim tensors (no host sync: read them when logging).
@@ -360,7 +372,7 @@ class Trainer:
                 c2 = self._fake_labels(gens[r], c)
                 with torch.no_grad():
                     fake = self._generate(z2, c2)
-                lr_, lf_ = self._D_pair(x, c, fake, c2, g_augs[r])
+                lf_, lr_ = self._D_pair(fake, c2, x, c, g_augs[r])  # fakes first, then reals, as the authors' D step
                 loss_d = self._per_gpu(gan_loss.discriminator_loss(lr_, lf_, t.loss.kind, t.loss.aggregation))
                 (loss_d / R).backward()
                 log("loss_D", loss_d)
