@@ -232,7 +232,8 @@ def test_two_process_ddp_on_cpu(toy, tmp_path):
     run = tmp_path / "ddp"
     _write_parts(tmp_path, dict(exp, batch_gpu=4))  # the registry's per-GPU split of the 2-GPU run
     cmd = [sys.executable, "workflow/scripts/train.py", "--gpus", "2", "--threads", "2", *_cli_args(root, run, tmp_path)]
-    out = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
+    out = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1", "D2O_ALLOW_CPU": "1"}, capture_output=True,
+                         text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     summary = json.loads((run / "train.json").read_text())
     assert summary["world_size"] == 2 and summary["images"] == 96
@@ -526,3 +527,46 @@ def test_a_64px_paper_experiment_trains_through_r1_with_the_real_deit(tmp_path, 
     assert "loss_r1" in stats[1] and all(torch.isfinite(v) for s in stats for v in s.values())
     if cond:
         assert t.class_embedding == "random (offline registry)" and e.training.freeze == ("conv",) and t.frozen
+
+
+def test_one_trainer_per_experiment(toy, tmp_path, caplog):
+    """A second trainer on the same experiment's runs refuses at once, naming the holder; the lock goes with the run."""
+    import os
+
+    caplog.set_level("INFO", logger="d2o")  # train.py's logging setup; the run's own train.log gets the records
+    root, exp = toy
+    first = _trainer(root, exp, tmp_path / "runs")
+    first.run_dir.acquire()
+    second = _trainer(root, exp, tmp_path / "runs")
+    with pytest.raises(RuntimeError, match=rf"\.trainer\.lock: another trainer is running on this experiment \(host .*pid {os.getpid()}"):
+        second.run(tmp_path / "runs" / "model.safetensors")
+    first.run_dir.release()
+    assert second.run(tmp_path / "runs" / "model.safetensors") == 0
+    assert "started at iteration 0" in (second.run_dir.path / "train.log").read_text()
+
+
+@pytest.mark.slow
+def test_ctrl_c_saves_the_state(toy, tmp_path):
+    """SIGINT (Ctrl-C) saves the state like SIGTERM and exits 75; the rerun resumes and ends bitwise as an uninterrupted run."""
+    root, exp = toy
+    cmd = lambda run: [sys.executable, "workflow/scripts/train.py", *_cli_args(root, run)]  # noqa: E731
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run(cmd(tmp_path / "ref"), check=True, env=env, capture_output=True)
+    run = tmp_path / "int"
+    p = subprocess.Popen(cmd(run), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while p.poll() is None and not list(run.glob("*/stats.jsonl")):
+        time.sleep(0.02)
+    p.send_signal(signal.SIGINT)
+    assert p.wait() == RESUME_EXIT_CODE and list(run.glob("*/training-state.pt"))
+    subprocess.run(cmd(run), check=True, env=env, capture_output=True)
+    assert _digest(tmp_path / "ref" / "model.safetensors") == _digest(run / "model.safetensors")
+
+
+def test_a_gpu_experiment_refuses_the_cpu(toy, tmp_path):
+    root, _ = toy
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    out = subprocess.run([sys.executable, "workflow/scripts/train.py", "--gpus", "1", *_cli_args(root, tmp_path / "r")],
+                         capture_output=True, text=True)
+    assert out.returncode == 1 and "asks for 1 GPU(s) (resources.gpus) and this machine has none" in out.stderr
+    assert not (tmp_path / "r").exists()

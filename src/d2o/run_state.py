@@ -5,8 +5,14 @@
         training-state.pt     networks, optimisers, counters (written atomically)
         progress.json         iteration and images of that state (read without loading the state)
         finished.json         written when the run wrote its model
-        stats.jsonl           one record per log interval
+        stats.jsonl           one record per log interval (records of iterations a resume recomputes are dropped)
+        train.log             the log of every start of this run, appended (Snakemake's job log is rewritten)
         snapshots/            EMA snapshots
+    results/<experiment>/runs/.trainer.lock   held by the running trainer: a second one refuses at once
+
+The lock is an OS file lock (flock): it holds across the processes of one machine and on shared filesystems that
+implement flock across clients (Lustre, GPFS, NFSv4 with locking); on a filesystem without it a second trainer on
+another node is not detected. A trainer orphaned by a killed Snakemake keeps the lock until it exits.
 
 A run is resumed only from the directory of its own identity; directories of other identities (other settings or
 inputs) are kept and named in the log with the keys that differ. A finished run asked to train again (the outputs
@@ -17,9 +23,11 @@ shortened run is kept aside the same way.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
+import platform
 import shutil
 import time
 from pathlib import Path
@@ -54,6 +62,45 @@ class RunDirectory:
         self.state_file = self.path / STATE_FILE
         self.stats_file = self.path / "stats.jsonl"
         self.snapshot_dir = self.path / "snapshots"
+
+    def acquire(self) -> None:
+        """Take the experiment's trainer lock, or raise naming the trainer that holds it (host, pid, SLURM job)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        path = self.root / ".trainer.lock"
+        self._lock = open(path, "a+")
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._lock.seek(0)
+            holder = self._lock.read().strip() or "unknown"
+            self._lock.close()
+            raise RuntimeError(f"{path}: another trainer is running on this experiment ({holder}); wait for it or stop "
+                               f"it (kill the pid / scancel the job) before starting this one") from None
+        self._lock.seek(0)
+        self._lock.truncate()
+        self._lock.write(f"host {platform.node()}, pid {os.getpid()}, SLURM job {os.environ.get('SLURM_JOB_ID', '-')}, "
+                         f"since {time.strftime('%Y-%m-%d %H:%M:%S')}")
+        self._lock.flush()
+
+    def release(self) -> None:
+        if getattr(self, "_log", None):
+            logger, h = self._log
+            logger.removeHandler(h)
+            h.close()
+            self._log = None
+        lock = getattr(self, "_lock", None)
+        if lock is not None and not lock.closed:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+            lock.close()
+
+    def attach_log(self, logger: logging.Logger) -> None:
+        """Append `logger`'s records to <run>/train.log (once per process)."""
+        path = str(self.path / "train.log")
+        if not any(getattr(h, "baseFilename", None) == os.path.abspath(path) for h in logger.handlers):
+            h = logging.FileHandler(path, mode="a")
+            h.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+            logger.addHandler(h)
+            self._log = (logger, h)
 
     def open(self) -> bool:
         """Prepare the directory (rank 0 only): log the other runs, keep aside a finished or overshooting state,

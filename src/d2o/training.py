@@ -202,6 +202,7 @@ class Trainer:
         """Bind to the run directory of this run's identity and resume its state, if any (d2o.run_state)."""
         if self.rank == 0:
             resumable = self.run_dir.open()
+            self.run_dir.attach_log(logging.getLogger("d2o"))  # runs/<identity>/train.log: every start, appended
         distributed.barrier(self.world)
         if self.run_dir.state_file.exists() and (self.rank != 0 or resumable):
             self.load_state_dict(self.run_dir.load(self.device))
@@ -412,8 +413,18 @@ class Trainer:
     def run(self, output: str | Path, stop_after_iters: int | None = None) -> int:
         """Train to the end (or to `stop_after_iters`, for tests); returns 0 when done or RESUME_EXIT_CODE."""
         x = self.x
+        if self.rank == 0:
+            self.run_dir.acquire()  # one trainer per experiment's runs (refuses at once, naming the holder)
+        try:
+            return self._run(output, stop_after_iters)
+        finally:
+            if self.rank == 0:
+                self.run_dir.release()
+
+    def _run(self, output, stop_after_iters) -> int:
+        x = self.x
         self.open_run()
-        for sig in (signal.SIGTERM, signal.SIGUSR1):
+        for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):  # SLURM's warning, a kill, Ctrl-C: save, exit 75
             with contextlib.suppress(ValueError):  # not in the main thread (tests)
                 signal.signal(sig, self._on_signal)
         pending = [k for k in self.t.snapshot_kimgs() if k * 1000 > self.nimg]
@@ -421,6 +432,8 @@ class Trainer:
         if end_time is not None:
             log.info("SLURM job ends at %s: saving state and stopping %d s before", time.ctime(end_time), x.stop_margin_s)
         t_start, img_start, last_state, last_log = time.time(), self.nimg, time.time(), self.nimg
+        # the first save within a minute (short runs are resumable too), then every state_minutes
+        save_every = min(x.state_minutes * 60, 60.0)
         log_every = x.log_every_kimg * 1000
         acc: dict[str, list[torch.Tensor]] = {}
         while self.nimg < self.total_img:
@@ -443,9 +456,9 @@ class Trainer:
                 log.warning("stopping at iteration %d before the time limit; rerun (or let the scheduler retry) to resume", self.it)
                 self.save_state()
                 return RESUME_EXIT_CODE
-            if time.time() - last_state > x.state_minutes * 60:
+            if time.time() - last_state > save_every:
                 self.save_state()
-                last_state = time.time()
+                last_state, save_every = time.time(), x.state_minutes * 60
             if stop_after_iters is not None and self.it >= stop_after_iters:
                 self.save_state()
                 return RESUME_EXIT_CODE

@@ -1,4 +1,5 @@
 """Train one experiment (the `train` rule): `--gpus N` > 1 starts N processes under torchrun (one job, one node).
+An experiment that asks for GPUs refuses to train on a machine without CUDA (D2O_ALLOW_CPU=1: the tests' CPU DDP).
 
 Resumes from the run directory of the run's identity when it holds a state (d2o.run_state); exits with code 75
 after saving its state when SLURM warns of a time limit (SIGUSR1) or on SIGTERM, so a resubmission continues.
@@ -24,6 +25,12 @@ args = ap.parse_args()
 
 if args.threads:
     os.environ["OMP_NUM_THREADS"] = str(max(1, args.threads // max(args.gpus, 1)))
+if args.gpus > 0 and not os.environ.get("D2O_ALLOW_CPU"):
+    import torch
+
+    if not torch.cuda.is_available():
+        sys.exit(f"train.py: the experiment asks for {args.gpus} GPU(s) (resources.gpus) and this machine has none; "
+                 f"run it on a GPU node, or set resources.gpus: 0 in the registry to train on the CPU")
 if args.gpus > 1 and "WORLD_SIZE" not in os.environ:  # one process per GPU, free rendezvous port (jobs may share a node)
     os.execv(sys.executable, [sys.executable, "-m", "torch.distributed.run", "--standalone",
                               f"--nproc_per_node={args.gpus}", __file__, *sys.argv[1:]])
