@@ -11,8 +11,9 @@ rule download_checkpoint:
         sha256=lambda wc: config["checkpoints"][wc.download_ckpt].get("sha256", ""),
         key=lambda wc: f"checkpoint:{wc.download_ckpt}",
         lock=config["checkpoint_lock"],
+        content="pickle",
     localrule: True
-    retries: 2
+    retries: 0  # download.py retries each transfer itself
     log:
         f"{L}/download_checkpoint/{{download_ckpt}}.log",
     conda:

@@ -9,8 +9,9 @@ rule download_dataset_source:
         sha256=lambda wc: config["datasets"][wc.dataset]["source"].get("sha256", ""),
         key=lambda wc: f"dataset:{wc.dataset}",
         lock=config["checkpoint_lock"],
+        content="tar",
     localrule: True
-    retries: 2
+    retries: 0  # download.py retries each transfer itself
     log:
         f"{L}/download_dataset_source/{{dataset}}/{{archive}}.log",
     conda:
@@ -47,8 +48,9 @@ rule download_reference:
         sha256=lambda wc: ref_download(wc, wc.refkind).get("sha256", ""),
         key=lambda wc: f"{wc.refkind}:{wc.dataset}",
         lock=config["checkpoint_lock"],
+        content="npz",
     localrule: True
-    retries: 2
+    retries: 0  # download.py retries each transfer itself
     log:
         f"{L}/download_reference/{{refkind}}-{{dataset}}.log",
     conda:

@@ -10,8 +10,9 @@ rule download_weight:
         sha256=lambda wc: config["weights"][wc.weight]["sha256"],
         key=lambda wc: f"weights:{wc.weight}",
         lock=config["checkpoint_lock"],
+        content=lambda wc: config["weights"][wc.weight]["kind"],
     localrule: True
-    retries: 2
+    retries: 0  # download.py retries each transfer itself
     log:
         f"{L}/download_weight/{{weight}}.log",
     conda:

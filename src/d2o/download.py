@@ -1,15 +1,21 @@
 """Verified, resumable, atomic downloads of checkpoints, reference statistics and feature-network weights.
 
-`download(url, dest)` writes into `dest + ".part"` (resuming it with an HTTP Range request when it exists), checks the
-length against the server's Content-Length, verifies SHA-256, and only then renames it onto `dest`. The expected hash
-comes from `sha256=` (the config) or, when that is empty, from a lock file (YAML or JSON) that records
-`{key: {sha256, size, url, date}}` on the first complete download (trust on first use) and is enforced afterwards.
+`download(url, dest)` writes into `dest + ".part"` (resuming it with an HTTP Range request when it exists and an
+expected hash will verify the whole file), checks the length against the server's Content-Length, verifies SHA-256,
+and only then renames it onto `dest`. The expected hash comes from `sha256=` (the config) or, when that is empty,
+from a lock file (YAML or JSON) that records `{key: {sha256, size, url, date}}` on the first complete download
+(trust on first use) and is enforced afterwards. A first download can pin nothing but a real file: no resume of an
+old `.part` (its bytes could be damaged), no text/HTML answer (a login or error page), the size must equal
+Content-Length, and `validate(part)` (a parse of the content: d2o.download.VALIDATORS) must pass before its hash is
+recorded. Lock-file updates run under an OS file lock and rewrite the file atomically, one sorted entry per line.
 A file whose hash does not match is moved aside to `dest + ".bad-<hash8>"`, never deleted.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import fcntl
 import hashlib
 import http.client
 import json
@@ -46,29 +52,98 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+class LockFileError(ValueError):
+    """A malformed lock file: the message names the file, the line and the fix."""
+
+
 def read_lock(lock_file: str | os.PathLike) -> dict:
     """Entries of a lock file (`{}` if it does not exist); YAML for .yaml/.yml, JSON otherwise."""
     lock_file = Path(lock_file)
     if not lock_file.exists():
         return {}
     text = lock_file.read_text()
-    data = yaml.safe_load(text) if lock_file.suffix in (".yaml", ".yml") else json.loads(text or "{}")
+    for i, line in enumerate(text.splitlines(), 1):
+        if line.startswith(("<<<<<<<", "=======", ">>>>>>>")):
+            raise LockFileError(f"{lock_file}:{i}: a merge-conflict marker ({line[:7]}); keep one line per key (both "
+                                f"sides' keys if they differ) and delete the markers")
+    try:
+        data = yaml.safe_load(text) if lock_file.suffix in (".yaml", ".yml") else json.loads(text or "{}")
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        raise LockFileError(f"{lock_file}{where}: not valid YAML ({getattr(e, 'problem', e)}); fix that line or delete "
+                            f"the file (its hashes are then recorded again on the next downloads)") from None
+    except json.JSONDecodeError as e:
+        raise LockFileError(f"{lock_file}:{e.lineno}: not valid JSON ({e.msg}); fix that line or delete the file") from None
     if data is None:
         return {}
-    if not isinstance(data, dict):
-        raise ValueError(f"{lock_file}: lock file must hold a mapping key -> {{sha256, size, url, date}}")
+    if not isinstance(data, dict) or not all(isinstance(v, dict) and "sha256" in v for v in data.values()):
+        raise LockFileError(f"{lock_file}: a lock file maps each key to {{sha256, size, url, date}}; fix or delete it")
     return data
 
 
+@contextlib.contextmanager
+def _locked(lock_file: Path):
+    """An exclusive OS lock beside the lock file (parallel first downloads would otherwise lose entries)."""
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_file.with_name(f".{lock_file.name}.flock"), "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
 def write_lock_entry(lock_file: str | os.PathLike, key: str, entry: dict) -> None:
-    """Add or replace `key` in the lock file (read-modify-write, atomic rename)."""
+    """Add or replace `key` in the lock file: under an OS lock, rewritten atomically, one sorted entry per line
+    (merge-friendly: two branches that pinned different files conflict only on their own lines)."""
     lock_file = Path(lock_file)
-    data = read_lock(lock_file)
-    data[key] = entry
-    if lock_file.suffix in (".yaml", ".yml"):
-        atomic_write_text(lock_file, yaml.safe_dump(data, sort_keys=True))
-    else:
-        atomic_write_text(lock_file, json.dumps(data, indent=2, sort_keys=True) + "\n")
+    with _locked(lock_file):
+        data = read_lock(lock_file)
+        data[key] = entry
+        if lock_file.suffix in (".yaml", ".yml"):
+            lines = [yaml.safe_dump({k: data[k]}, default_flow_style=None, width=10**6, sort_keys=True).strip()
+                     for k in sorted(data)]
+            text = "# SHA-256 of first downloads (d2o.download); commit it to pin them. One entry per line.\n"
+            atomic_write_text(lock_file, text + "\n".join(lines) + "\n")
+        else:
+            atomic_write_text(lock_file, "{\n" + ",\n".join(f"  {json.dumps(k)}: {json.dumps(data[k], sort_keys=True)}"
+                                                           for k in sorted(data)) + "\n}\n")
+
+
+def _check_pickle(path: Path) -> None:
+    from d2o.edm.persistence import read_pickle_records
+
+    read_pickle_records(path)  # the allow-list unpickler: garbage, HTML or code is refused, nothing runs
+
+
+def _check_npz(path: Path) -> None:
+    import numpy as np
+
+    with np.load(path, allow_pickle=False) as z:
+        if not z.files:
+            raise ValueError(f"{path}: an npz without arrays")
+        for name in z.files:
+            z[name].shape  # noqa: B018 - reads every member's header and data
+
+
+def _check_tar(path: Path) -> None:
+    import tarfile
+
+    with tarfile.open(path) as tar:
+        if not tar.getmembers():
+            raise ValueError(f"{path}: an empty archive")
+
+
+# content checks of a first download, by the registry's file kind (before its hash is recorded)
+def _check_class_embedding(path: Path) -> None:
+    from d2o.class_embedding import read_class_embedding_pickle
+
+    read_class_embedding_pickle(path)
+
+
+VALIDATORS = {"pickle": _check_pickle, "npz": _check_npz, "tar": _check_tar, "class-embedding": _check_class_embedding}
+
+
+class _TextResponse(DownloadError):
+    """The server answered with text (an error or login page), not the file."""
 
 
 def _move_aside(path: Path, dest: Path, actual: str) -> Path:
@@ -119,6 +194,10 @@ def _fetch_http(url: str, part: Path, chunk: int, bar_args: dict, timeout: float
             return _fetch_http(url, part, chunk, bar_args, timeout)
         raise
     with resp:
+        ctype = resp.headers.get("Content-Type", "")
+        if ctype.split(";")[0].strip().lower() in ("text/html", "text/plain", "application/xhtml+xml"):
+            raise _TextResponse(f"{url}: the server answered {resp.status} with {ctype}, not the file (an error or "
+                                f"login page?); check the url in the registry")
         if have and resp.status == 206:
             start, _, total = resp.headers.get("Content-Range", "").removeprefix("bytes ").partition("/")
             if not start.startswith(f"{have}-"):
@@ -139,12 +218,15 @@ def _fetch_http(url: str, part: Path, chunk: int, bar_args: dict, timeout: float
 
 def download(url: str, dest: str | os.PathLike, sha256: str | None = None, lock_file: str | os.PathLike | None = None,
              key: str | None = None, chunk: int = 1 << 20, retries: int = 3, progress: bool = True,
-             timeout: float = 60.0) -> Path:
-    """Download `url` to `dest` (resumable, length- and SHA-256-verified, atomic); return `dest`.
+             timeout: float = 20.0, validate=None) -> Path:
+    """Download `url` to `dest` (length- and SHA-256-verified, atomic); return `dest`.
 
     Expected hash: `sha256` if given, else the lock file's entry `key` (default: dest's file name). With neither, the
-    first complete download (size equal to Content-Length) is recorded in `lock_file` and enforced on later calls.
-    An existing `dest` is verified against the expected hash (or recorded) instead of being downloaded again.
+    first complete download (size equal to Content-Length, `validate(path)` passing: e.g. VALIDATORS["pickle"]) is
+    recorded in `lock_file` and enforced on later calls; such a download never resumes a `.part`, since nothing
+    could tell damaged bytes in it. An existing `dest` is verified against the expected hash (or recorded) instead of
+    being downloaded again. `timeout` bounds each connection and read (a server that never answers fails in
+    seconds); each failed try is one line on stderr; the final error is one line naming the file and the fix.
     """
     dest = Path(dest)
     key = key or dest.name
@@ -164,7 +246,8 @@ def download(url: str, dest: str | os.PathLike, sha256: str | None = None, lock_
             actual = sha256_file(dest)
             if actual != expected:
                 raise _mismatch(dest, _move_aside(dest, dest, actual), expected, actual, origin, lock_file, key)
-        else:  # dest only ever appears by atomic rename after a complete transfer
+        else:  # a pre-staged or earlier file: checked like a first download before its hash is pinned
+            _validated(dest, dest, validate)
             record(sha256_file(dest), dest.stat().st_size)
         return dest
 
@@ -175,6 +258,8 @@ def download(url: str, dest: str | os.PathLike, sha256: str | None = None, lock_
     parsed = urllib.parse.urlparse(url)
     total, last_error = None, None
     for attempt in range(max(retries, 1)):
+        if expected is None and part.exists():  # nothing can verify old bytes: start over
+            part.unlink()
         try:
             if parsed.scheme == "file":
                 total = _fetch_file_url(Path(urllib.request.url2pathname(parsed.path)), part, chunk, bar_args)
@@ -187,16 +272,24 @@ def download(url: str, dest: str | os.PathLike, sha256: str | None = None, lock_
             break
         except (DownloadError, urllib.error.URLError, http.client.HTTPException, OSError) as e:
             last_error = e
-            if isinstance(e, urllib.error.HTTPError) and 400 <= e.code < 500 and e.code != 416:
-                break  # not found / forbidden: retrying cannot help
+            reason = getattr(e, "reason", None) or e
+            print(f"d2o.download: {dest.name}: try {attempt + 1} of {max(retries, 1)} failed: {reason}", file=sys.stderr)
+            if isinstance(e, _TextResponse) or (isinstance(e, urllib.error.HTTPError) and 400 <= e.code < 500 and e.code != 416):
+                break  # an error page, not found, forbidden: retrying cannot help
             time.sleep(min(2 ** attempt, 10) * 0.1)
     if last_error is not None:
-        raise DownloadError(f"download {url} -> {dest} failed after {attempt + 1} tries: {type(last_error).__name__}: "
-                            f"{last_error}. The partial file {part} is kept; run again to resume.") from last_error
+        if expected is None:
+            part.unlink(missing_ok=True)
+        kept = f" The partial file {part} is kept; run again to resume." if part.exists() else ""
+        raise DownloadError(f"download {url} -> {dest} failed after {attempt + 1} tries: "
+                            f"{getattr(last_error, 'reason', None) or last_error}.{kept} Offline? Copy the file to "
+                            f"{dest} (it is verified before use).") from None
 
     actual = sha256_file(part)
     if expected is not None and actual != expected:
         raise _mismatch(dest, _move_aside(part, dest, actual), expected, actual, origin, lock_file, key)
+    if expected is None:
+        _validated(part, dest, validate)
     if expected is None and lock_file is not None and total is None:
         print(f"d2o.download: {url} sent no Content-Length; not recording it in {lock_file} (completeness unknown). "
               f"Its SHA-256 is {actual}; set sha256 in the config.", file=sys.stderr)
@@ -204,3 +297,15 @@ def download(url: str, dest: str | os.PathLike, sha256: str | None = None, lock_
     if total is not None:
         record(actual, total)
     return dest
+
+
+def _validated(path: Path, dest: Path, validate) -> None:
+    """Run the content check of a file whose hash nothing pins yet; a failure moves it aside (never pinned)."""
+    if validate is None:
+        return
+    try:
+        validate(path)
+    except Exception as e:  # noqa: BLE001 - any parse failure means: not the file
+        bad = _move_aside(path, dest, sha256_file(path))
+        raise DownloadError(f"{dest}: the file is not what the registry names ({type(e).__name__}: {e}); moved to "
+                            f"{bad}, its hash not recorded. Check the url, or copy the right file to {dest}") from None

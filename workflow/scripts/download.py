@@ -1,7 +1,15 @@
-"""Download one file with resume, SHA-256 verification and the trust-on-first-download lock file."""
-from d2o.download import download
+"""Download one file: SHA-256 verified (registry or lock file), its content checked before a first hash is pinned,
+atomic; a failure is one line in the rule log naming the file and the fix."""
+import sys
+
+from d2o.download import VALIDATORS, ChecksumError, DownloadError, LockFileError, download
 from d2o.workflow import from_snakemake
 
-from_snakemake(snakemake)
+log = from_snakemake(snakemake)
 p = snakemake.params
-download(p.url, snakemake.output[0], sha256=p.sha256 or None, lock_file=p.lock, key=p.key)
+try:
+    download(p.url, snakemake.output[0], sha256=p.sha256 or None, lock_file=p.lock, key=p.key,
+             validate=VALIDATORS[p.content])
+except (DownloadError, ChecksumError, LockFileError) as e:
+    log.error("%s", e)
+    sys.exit(1)
