@@ -114,7 +114,8 @@ def bench(variant: str, args, tmp: Path) -> dict:
         raise SystemExit(f"variant {variant!r}: the only generator format suffix is @nchw")
     r = resolve_experiment(load_config("config/config.yaml"), args.experiment)
     r.update(batch=args.batch, batch_gpu=args.batch_gpu, round_batch=args.round_batch, offline=True, precision=args.precision, d_precision=d_precision,
-             compile=compile_mode or "off", state_minutes=1e9, resources=dict(r["resources"], gpus=1))
+             compile=compile_mode or "off", state_minutes=1e9, resources=dict(r["resources"], gpus=1),
+             dataset_images=None)  # a synthetic dataset of a few images
     if args.projections:
         r["discriminator"] = dict(r["discriminator"], projections=args.projections)
     exp = Experiment.from_resolved(r)

@@ -1,4 +1,5 @@
 # All Python of the workflow: registry validation, result paths, input functions, resources.
+import functools
 import math
 import os
 import re
@@ -7,6 +8,7 @@ import sys
 from snakemake.exceptions import WorkflowError
 
 from d2o.config import ConfigError, checkpoint_architectures, experiment_settings, metric_features, unknown_name_error, validate
+from d2o.datasets import source_state
 from d2o.literature import DEFAULT_PATH as LITERATURE_PATH
 from d2o.tables import table10_columns
 from d2o.settings import PARTS, to_dict
@@ -111,6 +113,15 @@ def dataset_source(wildcards):
     if src["kind"] == "download":
         return [f"{S}/downloads/{wildcards.dataset}/{src['archive']}"]
     return []
+
+
+@functools.lru_cache(maxsize=None)
+def manual_source_state(dataset):
+    """The fingerprint of a manual dataset source ("" for downloads, pinned by their SHA-256, and procedural ones): a
+    param of the dataset's preparation and of its runs' training settings, so a completed download rebuilds the zip and
+    retrains the runs that read it."""
+    src = config["datasets"][dataset]["source"]
+    return source_state(src["path"]) if src["kind"] == "manual" else ""
 
 
 def dataset_download_url(wildcards):

@@ -27,6 +27,9 @@ rule prepare_dataset:
         f"{S}/datasets/{{dataset}}.zip",
     params:
         spec=lambda wc: config["datasets"][wc.dataset],
+        name=lambda wc: wc.dataset,
+        # a manual source's fingerprint: a completed (or changed) download rebuilds the zip
+        source_state=lambda wc: manual_source_state(wc.dataset),
     localrule: True
     log:
         f"{L}/prepare_dataset/{{dataset}}.log",

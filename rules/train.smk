@@ -11,6 +11,7 @@ rule settings:
         f"{R}/{{experiment}}/settings/{{part}}.json",
     params:
         part=lambda wc: EXPERIMENTS[wc.experiment].part(wc.part),
+        dataset_source=lambda wc: manual_source_state(EXPERIMENTS[wc.experiment].dataset) if wc.part == "training" else "",
     localrule: True
     log:
         f"{L}/settings/{{experiment}}-{{part}}.log",

@@ -2,6 +2,7 @@ import json
 import os
 import zipfile
 
+import PIL.Image
 import numpy as np
 import pytest
 
@@ -93,3 +94,73 @@ def test_cifar10_tarball(tmp_path):
     imgs, labels = read_dataset_zip(tmp_path / "c.zip")
     assert imgs.shape == (15, 32, 32, 3) and labels.tolist()[:3] == [1, 0, 9]
 
+
+
+def _cifar_tar(path, payload_for=None):
+    """A CIFAR-10-format tarball; `payload_for(b)` replaces batch b's pickle bytes."""
+    import io
+    import pickle
+    import tarfile
+
+    rng = np.random.default_rng(0)
+    with tarfile.open(path, "w:gz") as tar:
+        for b in range(1, 6):
+            payload = pickle.dumps({"data": rng.integers(0, 256, (3, 3072), dtype=np.uint8), "labels": [b, 0, 9]})
+            if payload_for is not None:
+                payload = payload_for(b) or payload
+            info = tarfile.TarInfo(f"cifar-10-batches-py/data_batch_{b}")
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+    return path
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))  # unpickling this creates the marker file
+
+
+def test_a_tampered_cifar_archive_never_runs_its_payload(tmp_path):
+    """Pre-staged archives are verified where they are consumed, and the batches are read with an allow-list."""
+    import hashlib
+    import pickle
+
+    marker = tmp_path / "pwned"
+    tar = _cifar_tar(tmp_path / "cifar-10-python.tar.gz", lambda b: pickle.dumps(_Payload(marker)) if b == 3 else None)
+    good = "0" * 64
+    spec = {"resolution": 32, "label_dim": 10, "source": {"kind": "download", "format": "cifar10", "sha256": good}}
+    with pytest.raises(DatasetError, match=rf"cifar-10-python.tar.gz: SHA-256 is not datasets.cifar10.source.sha256 \({good}\)"):
+        prepare_dataset(spec, tmp_path / "c.zip", tar, name="cifar10")
+    spec["source"]["sha256"] = hashlib.sha256(tar.read_bytes()).hexdigest()  # even with a matching hash: no code runs
+    with pytest.raises(DatasetError, match=r"data_batch_3: refuses to unpickle (builtins|io).open"):
+        prepare_dataset(spec, tmp_path / "c.zip", tar, name="cifar10")
+    assert not marker.exists() and not (tmp_path / "c.zip").exists()
+
+
+def test_a_partial_manual_dataset_is_an_error_and_completing_it_changes_its_state(tmp_path):
+    from d2o.datasets import source_state
+
+    src = tmp_path / "imagenet"
+    for syn, n in (("n01", 2), ("n02", 1)):
+        (src / syn).mkdir(parents=True)
+        for i in range(n):
+            PIL.Image.fromarray(np.full((20, 24, 3), 9 * i, np.uint8)).save(src / syn / f"{i}.JPEG")
+    spec = {"resolution": 16, "label_dim": 3, "expected": {"images": 4, "classes": 3},
+            "source": {"kind": "manual", "format": "imagenet_folder", "transform": "center-crop", "path": str(src)}}
+    state = source_state(src)
+    with pytest.raises(DatasetError, match=r"imagenet: found 3 images in 2 classes, datasets.imagenet64.expected says "
+                                           r"4 images in 3 classes: the source is incomplete"):
+        prepare_dataset(spec, tmp_path / "i.zip", name="imagenet64")
+    assert not (tmp_path / "i.zip").exists()
+    (src / "n03").mkdir()
+    PIL.Image.fromarray(np.zeros((20, 24, 3), np.uint8)).save(src / "n03" / "0.JPEG")
+    assert source_state(src) != state and source_state(tmp_path / "nope") == "missing"
+    assert prepare_dataset(spec, tmp_path / "i.zip", name="imagenet64") == 4
+
+
+def test_a_damaged_zip_names_itself(tmp_path):
+    (tmp_path / "d.zip").write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(DatasetError, match=r"d.zip: not a readable dataset zip .* delete it and rebuild it"):
+        ImageZipDataset(tmp_path / "d.zip")

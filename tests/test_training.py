@@ -34,7 +34,7 @@ def toy(tmp_path_factory):
     model_io.save_model(model_io.build("EDMPrecond", **NET), root / "init.safetensors")
     exp = resolve_experiment(load_config("config/demo.yaml"), "demo-d2o")
     exp.update(batch=8, duration_mimg=8 * 12 / 1e6, state_minutes=1e-4, r1_interval=4, log_every_kimg=0.008,
-               snapshot_kimg={"first": 0.032, "every": 0.048})
+               snapshot_kimg={"first": 0.032, "every": 0.048}, dataset_images=64)
     _write_parts(root, exp)
     return root, exp
 
@@ -507,7 +507,7 @@ def test_a_64px_paper_experiment_trains_through_r1_with_the_real_deit(tmp_path, 
     from d2o.config import load_config
 
     r = resolve_experiment(load_config("config/config.yaml"), experiment)
-    r.update(offline=True, batch=2, batch_gpu=1, r1_interval=1, duration_mimg=2 * 2 / 1e6, state_minutes=1e9,
+    r.update(offline=True, dataset_images=4, batch=2, batch_gpu=1, r1_interval=1, duration_mimg=2 * 2 / 1e6, state_minutes=1e9,
              log_every_kimg=0.001, snapshot_kimg={"first": 1000, "every": 1000}, resources=dict(r["resources"], gpus=1))
     e = Experiment.from_resolved(r)
     cond = e.label_dim == 1000
@@ -570,3 +570,10 @@ def test_a_gpu_experiment_refuses_the_cpu(toy, tmp_path):
                          capture_output=True, text=True)
     assert out.returncode == 1 and "asks for 1 GPU(s) (resources.gpus) and this machine has none" in out.stderr
     assert not (tmp_path / "r").exists()
+
+
+def test_a_run_refuses_an_incomplete_dataset(toy, tmp_path):
+    root, exp = toy
+    with pytest.raises(ValueError, match=r"data.zip: 64 images, datasets.shapes16.expected says 2,048: the zip was built "
+                                         r"from an incomplete source"):
+        _trainer(root, dict(exp, dataset_images=2048), tmp_path / "r")

@@ -245,6 +245,7 @@ def _resolve(config: dict, name: str, source: str):
     resolved["offline"] = config["offline"]
     resolved["label"] = config["label"]
     resolved["metrics"] = dict(config["metrics"])
+    resolved["dataset_images"] = config["datasets"][dataset].get("expected", {}).get("images")
     return resolved, origin, links
 
 

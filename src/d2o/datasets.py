@@ -8,8 +8,10 @@ label = index of the sorted synset folder) and the offline demo's procedural sha
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import os
 import pickle
 import tarfile
 import zipfile
@@ -119,9 +121,13 @@ class ImageZipDataset(torch.utils.data.Dataset):
         self.path = Path(path)
         if not self.path.exists():
             raise DatasetError(f"{self.path}: dataset zip not found; build it with `snakemake {self.path}`")
-        with zipfile.ZipFile(self.path) as zf:
-            self.names = sorted(n for n in zf.namelist() if Path(n).suffix.lower() in IMAGE_EXTENSIONS)
-            meta = json.loads(zf.read("dataset.json")) if "dataset.json" in zf.namelist() else {}
+        try:
+            with zipfile.ZipFile(self.path) as zf:
+                self.names = sorted(n for n in zf.namelist() if Path(n).suffix.lower() in IMAGE_EXTENSIONS)
+                meta = json.loads(zf.read("dataset.json")) if "dataset.json" in zf.namelist() else {}
+        except (zipfile.BadZipFile, OSError, ValueError) as e:
+            raise DatasetError(f"{self.path}: not a readable dataset zip ({type(e).__name__}: {e}); it is truncated or "
+                               f"corrupt: delete it and rebuild it (snakemake {self.path})") from None
         if not self.names:
             raise DatasetError(f"{self.path}: no images inside; expected EDM's layout '00000/img00000000.png' + dataset.json")
         self.extra = meta.get("d2o") or {}  # what write_dataset_zip recorded (e.g. the samples' identity)
@@ -148,13 +154,40 @@ class ImageZipDataset(torch.utils.data.Dataset):
 # ---------------------------------------------------------------------------- sources
 
 
+class _CifarUnpickler(pickle.Unpickler):
+    """CIFAR-10's python batches hold a dict of bytes, lists and one numpy uint8 array: only numpy's array
+    reconstruction is allowed, so no code from the file ever runs (a tampered batch is refused)."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype")}
+
+    def __init__(self, file, source: str):
+        super().__init__(file, encoding="latin1")
+        self.source = source
+
+    def find_class(self, module, name):
+        if (module, name) not in self.ALLOWED:
+            raise DatasetError(f"{self.source}: refuses to unpickle {module}.{name} (a CIFAR-10 batch holds only numpy "
+                               f"arrays, lists and bytes); the archive is not CIFAR-10's: delete it and download again")
+        if name != "_reconstruct":
+            return getattr(np, name)
+        try:
+            from numpy._core.multiarray import _reconstruct
+        except ImportError:  # numpy < 2
+            from numpy.core.multiarray import _reconstruct
+        return _reconstruct
+
+
 def iter_cifar10(tarball: str | Path) -> Iterator[tuple[np.ndarray, int]]:
-    """The 50,000 CIFAR-10 training images (data_batch_1..5) and labels from the python tarball."""
+    """The 50,000 CIFAR-10 training images (data_batch_1..5) and labels from the python tarball, read without
+    executing anything from it (`_CifarUnpickler`)."""
     with tarfile.open(tarball, "r:gz") as tar:
         for batch in range(1, 6):
-            member = tar.getmember(f"cifar-10-batches-py/data_batch_{batch}")
-            data = pickle.load(tar.extractfile(member), encoding="latin1")  # noqa: S301 (a verified data tarball)
-            images = data["data"].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+            name = f"cifar-10-batches-py/data_batch_{batch}"
+            data = _CifarUnpickler(tar.extractfile(tar.getmember(name)), f"{tarball}:{name}").load()
+            if not isinstance(data, dict) or "data" not in data or "labels" not in data:
+                raise DatasetError(f"{tarball}:{name}: not a CIFAR-10 batch (keys {sorted(data) if isinstance(data, dict) else type(data).__name__})")
+            images = np.asarray(data["data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
             yield from zip(images, data["labels"])
 
 
@@ -226,21 +259,72 @@ def make_shapes(num_images: int, resolution: int = 16, seed: int = 0) -> tuple[n
     return images, labels
 
 
-def prepare_dataset(spec: dict, dest: str | Path, source_file: str | Path | None = None) -> int:
-    """Build one registry dataset (config `datasets.<name>`) into an EDM zip at `dest`."""
+def _check_count(name: str, where, images: int, classes: int | None, expected: dict) -> None:
+    """A source with fewer (or more) images or classes than the registry expects is an error, never a dataset."""
+    want_i, want_c = expected.get("images"), expected.get("classes")
+    if (want_i is not None and images != want_i) or (want_c is not None and classes is not None and classes != want_c):
+        found = f"{images:,} images" + (f" in {classes:,} classes" if classes is not None else "")
+        want = f"{want_i:,} images" + (f" in {want_c:,} classes" if want_c is not None else "")
+        raise DatasetError(f"{where}: found {found}, datasets.{name}.expected says {want}: the source is incomplete "
+                           f"(or has extra files); complete it and rerun (the zip is rebuilt when the source changes)")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def source_state(folder: str | Path, max_fanout: int = 16) -> str:
+    """A cheap fingerprint of a manual source folder (part of the dataset's DAG identity: a completed download
+    rebuilds the zip): names, sizes and mtimes of its entries, descending into subfolders only where a folder has at
+    most `max_fanout` of them (AFHQv2's splits and classes; not ImageNet's 1000 synsets, whose own mtimes change when
+    files are added). "missing" for a folder that does not exist."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return "missing"
+    h = hashlib.sha256()
+    stack = [folder]
+    while stack:
+        d = stack.pop()
+        entries = sorted(os.scandir(d), key=lambda e: e.name)
+        subdirs = [e for e in entries if e.is_dir()]
+        for e in entries:
+            st = e.stat()
+            h.update(f"{Path(e.path).relative_to(folder)}\0{e.is_dir()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        if len(subdirs) <= max_fanout:
+            stack += [Path(e.path) for e in subdirs]
+    return h.hexdigest()[:16]
+
+
+def prepare_dataset(spec: dict, dest: str | Path, source_file: str | Path | None = None, name: str = "dataset") -> int:
+    """Build one registry dataset (config `datasets.<name>`) into an EDM zip at `dest`.
+
+    A downloaded source is verified against `source.sha256` here too (a pre-staged copy is checked like a download);
+    the image and class counts must equal `expected` (a partial manual download is an error, not a dataset)."""
     src, res = spec["source"], spec["resolution"]
-    fmt = src["format"]
+    fmt, expected = src["format"], spec.get("expected", {})
     if fmt == "shapes":
         images, labels = make_shapes(src.get("num_images", 2048), res, src.get("seed", 0))
+        _check_count(name, "procedural source", len(images), len(set(labels.tolist())), expected)
         return write_dataset_zip(dest, images, labels if spec["label_dim"] else None, total=len(images))
     if fmt == "cifar10":
         if res != 32:
             raise DatasetError(f"CIFAR-10 is 32x32; set datasets.<name>.resolution: 32 (got {res})")
+        if src.get("sha256") and _sha256(Path(source_file)) != src["sha256"].lower():
+            raise DatasetError(f"{source_file}: SHA-256 is not datasets.{name}.source.sha256 ({src['sha256']}); the "
+                               f"archive is damaged or not CIFAR-10's: delete it and download again")
         pairs = list(iter_cifar10(source_file))
+        _check_count(name, source_file, len(pairs), len({p[1] for p in pairs}), expected)
         return write_dataset_zip(dest, (p[0] for p in pairs), [p[1] for p in pairs] if spec["label_dim"] else None,
                                  total=len(pairs))
     folder = Path(source_file if source_file is not None else src["path"])
     if not folder.is_dir() or not any(True for _ in folder.iterdir()):
         raise DatasetError(f"manual dataset source {folder} is missing or empty. {src.get('instructions', '')}".strip())
-    return convert_image_folder(folder, dest, res, src.get("transform", "none"),
-                                labels_from_folders=(fmt == "imagenet_folder" and spec["label_dim"] > 0))
+    files = list_images(folder)
+    by_class = fmt == "imagenet_folder" and spec["label_dim"] > 0
+    classes = len({p.relative_to(folder).parts[0] for p in files}) if by_class else None
+    _check_count(name, folder, len(files), classes, expected)
+    return convert_image_folder(folder, dest, res, src.get("transform", "none"), labels_from_folders=by_class)

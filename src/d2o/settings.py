@@ -97,6 +97,7 @@ class Snapshots:
 class Training:
     """What defines a training run; `run_identity` hashes all of it (and the inputs' contents) but the duration."""
     dataset: str                  # registry dataset trained on
+    dataset_images: int | None    # images a complete copy of it has (registry `expected`; checked at start)
     label_dim: int                # classes of a conditional run (0 = unconditional)
     offline: bool                 # random-init feature networks in D and LPIPS (the registry's `offline`)
     init: str                     # checkpoint the generator starts from (converted EDM network); also the CD teacher
@@ -277,7 +278,8 @@ def unused_keys(r: dict) -> list[tuple[str, str]]:
     out = []
     if r.get("kind", "train") != "train":
         out += [(k, f"an {r['kind']} experiment does not use it (it takes {', '.join(SAMPLER_EXPERIMENT_KEYS)})")
-                for k in r if k not in SAMPLER_EXPERIMENT_KEYS + ("name", "label_dim", "offline", "label", "metrics")]
+                for k in r if k not in SAMPLER_EXPERIMENT_KEYS + ("name", "label_dim", "offline", "label", "metrics",
+                                                                  "dataset_images")]
         return out
     if "sampler" in r:
         out.append(("sampler", "a train experiment does not use it (sampler settings are for kind edm_sampler)"))
@@ -321,7 +323,7 @@ def _training(r: dict) -> Training:
         raise SettingsError(f"experiments.{name}.{missing[0]}: a {r['method']!r} training run needs it; set it")
     cd = CD(**{**r["cd"], "rho": float(r["cd"]["rho"]), "weight": float(r["cd"]["weight"])}) if r["method"] != "gan" else None
     return Training(
-        dataset=r["dataset"], label_dim=r["label_dim"], offline=r["offline"], init=r["init"],
+        dataset=r["dataset"], dataset_images=r.get("dataset_images"), label_dim=r["label_dim"], offline=r["offline"], init=r["init"],
         init_weights=r["init_weights"], method=r["method"], generator_steps=r["generator_steps"],
         middle_sigma=None if r["middle_sigma"] is None else float(r["middle_sigma"]), freeze=tuple(r["freeze"]),
         freeze_rule=r["freeze_rule"], discriminator=disc, loss=Loss(**r["loss"]) if gan else None,

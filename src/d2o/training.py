@@ -92,6 +92,10 @@ class Trainer:
         # uint8 NHWC, decoded once per dataset version into <dataset folder>/.cache and memory-mapped
         self.images, labels = cached_image_array(dataset_zip, Path(dataset_zip).parent / ".cache")
         self.labels = torch.from_numpy(labels) if labels is not None else None
+        if t.dataset_images is not None and len(self.images) != t.dataset_images:
+            raise ValueError(f"{dataset_zip}: {len(self.images):,} images, datasets.{t.dataset}.expected says "
+                             f"{t.dataset_images:,}: the zip was built from an incomplete source; complete it and rebuild "
+                             f"the zip (snakemake {dataset_zip})")
         self.label_dim = t.label_dim
         if self.label_dim and self.labels is None:
             raise ValueError(f"{dataset_zip}: experiment {name} is conditional but the dataset has no labels")
