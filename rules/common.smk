@@ -7,7 +7,7 @@ import sys
 
 from snakemake.exceptions import WorkflowError
 
-from d2o.config import ConfigError, checkpoint_architectures, experiment_settings, metric_features, unknown_name_error, validate
+from d2o.config import ConfigError, checkpoint_architectures, experiment_settings, metric_features, target_error, validate
 from d2o.datasets import source_state
 from d2o.literature import DEFAULT_PATH as LITERATURE_PATH
 from d2o.tables import table10_columns
@@ -202,6 +202,29 @@ def report_inputs(section, item):
     if item in ("fig4", "fig6"):
         files.append(f"{R}/analysis/frequency.npz")
     return files
+
+
+def demo_targets(wildcards):
+    """The demo target exists with the demo registry only (with the paper registry it would plan the whole paper)."""
+    if config["name"] != "demo":
+        raise WorkflowError(f"`demo` is the offline demo's target: run `snakemake --configfile config/demo.yaml --cores 2 "
+                            f"demo` (this is the {config['name']!r} registry, where `demo` would plan every paper job)")
+    return paper_targets()
+
+
+def unknown_target(wildcards):
+    """A results path that names no experiment, table or figure of this registry (the unknown_target rule) gets one
+    line with the valid names ("did you mean"), instead of Snakemake's generic MissingRuleException."""
+    path = f"{R}/{wildcards.unknown}"
+    raise WorkflowError(target_error(path, config) or f"{path}: no rule of this registry makes it")
+
+
+def known_results():
+    """A regex matching the results paths of the registry's names, which `unknown_target` never matches: it is only a
+    candidate for a path that names something unknown (so it costs the DAG of valid targets nothing)."""
+    exps, tables, figures = (_alt(config[k]) for k in ("experiments", "tables", "figures"))
+    return (rf"(?:{exps})/|(?:grids/(?:{exps})|tables/(?:{tables})|figures/(?:{figures})|scorecard)\.[a-z]+$"
+            rf"|(?:checkpoints|refs|analysis)/")
 
 
 def paper_targets():

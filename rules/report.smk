@@ -64,5 +64,17 @@ rule scorecard:
 
 rule demo:
     input:
-        paper_targets(),
+        demo_targets,
+    localrule: True
+
+
+
+rule unknown_target:
+    """A results path naming no experiment, table or figure of the registry (see unknown_target in common.smk)."""
+    output:
+        f"{R}/{{unknown}}",
+    wildcard_constraints:
+        unknown=rf"(?!{known_results()}).+",
+    input:
+        unknown_target,
     localrule: True

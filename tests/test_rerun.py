@@ -64,7 +64,7 @@ def test_what_reruns_after_an_edit(tmp_path):
     new = _registry(lr_g=1e-4)
     assert _planned(work, new) == {"settings", "train"}
     log = _snakemake(work, new, MODEL)
-    runs = sorted(p.name for p in (work / "results/demo/demo-d2o/runs").iterdir())
+    runs = sorted(p.name for p in (work / "results/demo/demo-d2o/runs").iterdir() if not p.name.startswith("."))  # .trainer.lock
     assert len(runs) == 2
     train_log = (work / "logs/demo/train/demo-d2o.log").read_text()
     assert "lr_g: 0.0002 -> 0.0001" in train_log and "not resumed, kept" in train_log

@@ -88,6 +88,25 @@ def unknown_name_error(kind: str, name: str, choices, source: str) -> ConfigErro
     return ConfigError(f"{source}: unknown {kind} '{name}'{hint}; valid choices: {', '.join(sorted(choices))}")
 
 
+def target_error(target: str, config: dict) -> str | None:
+    """Why a target path names nothing of the registry (None when its names are known): an experiment, table, figure,
+    checkpoint or sample grid under the results folder that the registry does not declare."""
+    results = config["paths"]["results"].rstrip("/") + "/"
+    if not target.startswith(results):
+        return None
+    parts = target[len(results):].split("/")
+    stem = parts[-1].split(".")[0]
+    kind, name, choices = {
+        "tables": ("table", stem, config["tables"]),
+        "figures": ("figure", stem, config["figures"]),
+        "grids": ("experiment", stem, config["experiments"]),
+        "checkpoints": ("checkpoint", stem, config["checkpoints"]),
+    }.get(parts[0], ("experiment", parts[0], config["experiments"]))
+    if len(parts) == 1 or parts[0] in ("refs", "analysis") or name in choices:
+        return None
+    return str(unknown_name_error(kind, name, choices, target))
+
+
 def validate(config: dict, source: str = "config") -> dict:
     """Validate a registry in place (schema defaults filled) and every experiment it declares; returns it."""
     _check(config, REGISTRY_SCHEMA, source)

@@ -1,0 +1,50 @@
+"""Targets that name nothing of the registry get one line with the valid names; `demo` exists with the demo registry
+only (with the paper registry it would plan the whole paper)."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from d2o.config import load_config, target_error
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("target, expected", [
+    ("results/tables/table44.tex", "unknown table 'table44' (did you mean table4"),
+    ("results/figures/fig9.pdf", "unknown figure 'fig9'"),
+    ("results/cifar10-uncond-d2oo/metrics/fid.json", "unknown experiment 'cifar10-uncond-d2oo' (did you mean cifar10-uncond-d2o"),
+    ("results/grids/cifar10-d2o.npz", "unknown experiment 'cifar10-d2o'"),
+    ("results/checkpoints/edm-cifar10.safetensors", "unknown checkpoint 'edm-cifar10'"),
+])
+def test_unknown_names_are_named_with_the_choices(target, expected):
+    message = target_error(target, load_config(REPO / "config/config.yaml"))
+    assert message.startswith(f"{target}: {expected}") and "valid choices: " in message
+
+
+@pytest.mark.parametrize("target", ["results/tables/table4.tex", "results/figures/fig1.png", "results/scorecard.md",
+                                    "results/cifar10-uncond-d2o/best/metrics/fid.json", "results/refs/cifar10-inception.npz",
+                                    "results/checkpoints/edm-cifar10-uncond.safetensors", "resources/datasets/cifar10.zip"])
+def test_known_names_pass(target):
+    assert target_error(target, load_config(REPO / "config/config.yaml")) is None
+
+
+def _dry_run(*args):
+    cmd = [str(Path(sys.executable).with_name("snakemake")), *args, "-n", "--cores", "1"]
+    out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    return out.returncode, out.stdout + out.stderr
+
+
+def test_a_typo_in_a_target_lists_the_valid_names():
+    code, log = _dry_run("results/demo/demo-d2oo/model.safetensors", "--configfile", "config/demo.yaml")
+    assert code != 0 and "unknown experiment 'demo-d2oo' (did you mean demo-d2o" in log
+    code, log = _dry_run("results/tables/tabel4.tex")
+    assert code != 0 and "unknown table 'tabel4' (did you mean table4" in log
+
+
+def test_demo_needs_the_demo_registry():
+    code, log = _dry_run("demo")
+    assert code != 0 and "`demo` is the offline demo's target: run `snakemake --configfile config/demo.yaml" in log
+    code, log = _dry_run("demo", "--configfile", "config/demo.yaml", "--quiet", "rules")
+    assert code == 0 and "train" in log
