@@ -30,6 +30,9 @@ rule convert_checkpoint:
     params:
         kind=lambda wc: config["checkpoints"][wc.download_ckpt]["kind"],
         architecture=lambda wc: config["checkpoints"][wc.download_ckpt].get("architecture"),
+        sha256=lambda wc: config["checkpoints"][wc.download_ckpt].get("sha256", ""),
+        key=lambda wc: f"checkpoint:{wc.download_ckpt}",
+        lock=config["checkpoint_lock"],
     localrule: True
     log:
         f"{L}/convert_checkpoint/{{download_ckpt}}.log",

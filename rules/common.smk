@@ -12,6 +12,7 @@ from d2o.datasets import source_state
 from d2o.literature import DEFAULT_PATH as LITERATURE_PATH
 from d2o.tables import table10_columns
 from d2o.settings import PARTS, to_dict
+from d2o.weights import HUB_OFF, metric_weights, training_weights
 
 try:
     validate(config, "config (" + ", ".join(map(str, workflow.configfiles or ["config/config.yaml"])) + ")")
@@ -32,6 +33,12 @@ PRETRAIN_CKPTS = [n for n, c in config["checkpoints"].items() if "pretrain" in c
 METRIC_EXTRACTOR = config["metrics"]["extractor"]
 SCRIPTS = os.path.join(workflow.basedir, "workflow", "scripts")  # absolute: the DAG may run in another --directory
 LITERATURE = str(LITERATURE_PATH)  # the package's literature data
+
+# Jobs never fetch weights from a hub: every pretrained network a job reads is a registry weight given to it as a file
+# (rules/weights.smk, d2o.weights); a network asked for hub weights fails at once naming the registry key to add.
+# The libraries' own switches back that up (a run started from this Snakefile, here or on a compute node).
+os.environ.update({HUB_OFF: "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+                   "TORCH_HOME": os.path.abspath(os.path.join(S, ".no-hub", "torch"))})
 
 
 def _alt(names):
@@ -68,6 +75,11 @@ def dataset_zip(dataset):
 
 def checkpoint_model(ckpt):
     return f"{R}/checkpoints/{ckpt}.safetensors"
+
+
+def weight_file(name):
+    """A registry weight converted for the jobs (rules/weights.smk; d2o.weights)."""
+    return f"{S}/weights/{name}.safetensors"
 
 
 def settings_file(name, part):
@@ -140,15 +152,14 @@ def train_inputs(wildcards):
               "dataset": ancient(dataset_zip(t.dataset)), "init": ancient(checkpoint_model(t.init))}
     if t.discriminator is not None and t.discriminator.init:  # a GAN-pretrained discriminator (Table 1)
         inputs["d_init"] = ancient(checkpoint_model(t.discriminator.init))
-    if t.discriminator is not None and t.discriminator.class_embedding and not t.offline:
-        inputs["class_embedding"] = ancient(f"{S}/weights/{t.discriminator.class_embedding}.safetensors")
+    inputs["weights"] = [ancient(weight_file(n)) for n in training_weights(t)]  # pretrained networks, class embedding
     return inputs
 
 
 def d_init_arg(wildcards, input):
-    """train.py's arguments for the optional pre-trained parts of D (Table 1's StyleGAN2 D, the class embedding)."""
-    args = f"--d-init {input.d_init}" if "d_init" in input.keys() else ""
-    return args + (f" --class-embedding {input.class_embedding}" if "class_embedding" in input.keys() else "")
+    """train.py's arguments for the pre-trained inputs: Table 1's StyleGAN2 D, the registry weights it reads."""
+    args = [f"--d-init {input.d_init}"] if "d_init" in input.keys() else []
+    return " ".join(args + [f"--weights {w}" for w in input.weights])
 
 
 def sample_inputs(wildcards):
@@ -165,6 +176,7 @@ def metric_inputs(wildcards):
     inputs = {"samples": f"{R}/{wildcards.experiment}/{wildcards.best}samples.zip",
               "evaluation": settings_file(wildcards.experiment, "evaluation")}
     m = wildcards.metric
+    inputs["weights"] = [weight_file(n) for n in metric_weights("fid" if m == "fid_dataset" else m, FEATURES)]
     if m == "fid":
         inputs["ref"] = f"{S}/fid-refs/{e.dataset}.npz" if ("fid_ref" in ds and METRIC_EXTRACTOR == "inception") else ref_stats(e.dataset)
     elif m in ("fid_dataset", "clip_fid"):
@@ -172,6 +184,17 @@ def metric_inputs(wildcards):
     elif m == "pr":
         inputs["ref"] = f"{S}/pr-refs/{e.dataset}.npz" if "pr_ref" in ds else dataset_zip(e.dataset)
     return inputs
+
+
+def metric_ref_check(wildcards, input):
+    """How a metric job verifies a downloaded reference (EDM's FID statistics, the ImageNet P/R batch) before it reads
+    it: the registry's SHA-256 or the lock file's entry ({} for statistics the DAG computes itself)."""
+    for kind, key in (("fid-refs", "fid_ref"), ("pr-refs", "pr_ref")):
+        if "ref" in input.keys() and input.ref.startswith(f"{S}/{kind}/"):
+            ds = exp(wildcards).dataset
+            return {"sha256": config["datasets"][ds][key].get("sha256", ""), "key": f"{kind}:{ds}",
+                    "lock": config["checkpoint_lock"]}
+    return {}
 
 
 def ref_download(wildcards, kind):

@@ -64,7 +64,8 @@ rule download_reference:
 
 rule dataset_stats:
     input:
-        ancient(f"{S}/datasets/{{dataset}}.zip"),
+        dataset=ancient(f"{S}/datasets/{{dataset}}.zip"),
+        weights=lambda wc: [weight_file(n) for n in metric_weights("clip_fid" if wc.clip else "fid", FEATURES)],
     output:
         f"{R}/refs/{{dataset}}-{{extractor}}{{clip}}.npz",
     wildcard_constraints:

@@ -8,6 +8,8 @@ rule metric:
         unpack(metric_inputs),
     output:
         f"{R}/{{experiment}}/{{best}}metrics/{{metric}}.json",
+    params:
+        ref_check=metric_ref_check,
     resources:
         gpu=job_gpus,
         runtime=120,
@@ -28,6 +30,7 @@ rule snapshot_fid:
         ref=lambda wc: ref_stats(exp(wc).dataset),
         sampling=lambda wc: settings_file(wc.experiment, "sampling"),
         evaluation=lambda wc: settings_file(wc.experiment, "evaluation"),
+        weights=[weight_file(n) for n in metric_weights("fid", FEATURES)],
     output:
         f"{R}/{{experiment}}/snapshot-metrics/fid-{{kimg}}.json",
     resources:
@@ -60,6 +63,7 @@ rule pair_fid:
         samples=f"{R}/{{experiment}}/samples.zip",
         other=f"{R}/{{other}}/samples.zip",
         evaluation=lambda wc: settings_file(wc.experiment, "evaluation"),
+        weights=[weight_file(n) for n in metric_weights("fid", FEATURES)],
     output:
         f"{R}/{{experiment}}/metrics/fid-vs-{{other}}.json",
     wildcard_constraints:

@@ -1,5 +1,7 @@
-# Other weights the runs read (registry `weights`): downloaded and verified on the submit host like the checkpoints,
-# converted once into the project's format; jobs read the converted file.
+# External weights (registry `weights`, d2o.weights): every pretrained network a job reads, the feature extractors of
+# the metrics and the class embedding. Downloaded and verified on the submit host like the checkpoints (a file copied
+# into resources/downloads/weights/ is used as it is, once its hash checks), converted once into safetensors without
+# running code from it; jobs read only the converted file, a declared input.
 
 
 rule download_weight:
@@ -25,9 +27,12 @@ rule convert_weight:
     input:
         ancient(f"{S}/downloads/weights/{{weight}}"),
     output:
-        f"{S}/weights/{{weight}}.safetensors",
+        weight_file("{weight}"),
     params:
         kind=lambda wc: config["weights"][wc.weight]["kind"],
+        sha256=lambda wc: config["weights"][wc.weight]["sha256"],
+        key=lambda wc: f"weights:{wc.weight}",
+        lock=config["checkpoint_lock"],
     localrule: True
     log:
         f"{L}/convert_weight/{{weight}}.log",

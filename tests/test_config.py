@@ -230,4 +230,4 @@ def test_class_embedding_is_a_registry_weight_of_conditional_runs(paper):
     _refused(lambda c: c["experiments"]["afhqv2-d2o"].update(discriminator={"class_embedding": "in-embedding-tf-efficientnet-lite0"}),
              r"afhqv2-d2o\.discriminator\.class_embedding: an unconditional run has no class embedding")
     _refused(lambda c: c["experiments"]["imagenet64-d2o"].update(discriminator={"class_embedding": "in-embedding"}),
-             r"class_embedding: unknown weights entry 'in-embedding'; valid choices: in-embedding-tf-efficientnet-lite0")
+             r"class_embedding: unknown class-embedding weights entry 'in-embedding'; valid choices: in-embedding-tf-efficientnet-lite0")

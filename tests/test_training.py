@@ -472,16 +472,16 @@ def test_conditional_heads_start_from_the_class_embedding(toy, tmp_path):
                 discriminator=dict(exp["discriminator"], class_embedding="in-embedding-test"))
     e = Experiment.from_resolved(cond)
     args = (e.name, e.training, e.execution, tmp_path / "runs", root / "data.zip", root / "init.safetensors")
-    with pytest.raises(ValueError, match="discriminator.class_embedding is 'in-embedding-test' but no converted file"):
+    with pytest.raises(ValueError, match="network 'in-embedding-test' needs pretrained weights .* add `weights.in-embedding-test`"):
         Trainer(*args)
-    t = Trainer(*args, class_embedding_path=tmp_path / "emb.pt")
+    t = Trainer(*args, weights={"in-embedding-test": tmp_path / "emb.pt"})
     heads = [h for d in t.D.discriminators.values() for h in d.heads]
     assert heads and all(torch.equal(h.embed.weight, emb) for h in heads)
-    assert t.class_embedding["weights"] == "in-embedding-test" and "class_embedding" in t.identity["inputs"]
+    assert t.class_embedding["weights"] == "in-embedding-test" and "weights:in-embedding-test" in t.identity["inputs"]
     offline = Experiment.from_resolved(dict(cond, offline=True))                 # offline: random, and said so
     r = Trainer(offline.name, offline.training, offline.execution, tmp_path / "r", root / "data.zip",
                 root / "init.safetensors")
-    assert r.class_embedding == "random (offline registry)" and "class_embedding" not in r.identity["inputs"]
+    assert r.class_embedding == "random (offline registry)" and not any("weights" in k for k in r.identity["inputs"])
 
 
 def test_each_virtual_gpu_has_its_own_random_projection(toy, tmp_path):

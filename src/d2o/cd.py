@@ -22,11 +22,28 @@ def student_F(net, x: torch.Tensor, t: torch.Tensor, s: float, class_labels=None
     return x + w * (f - x)
 
 
-def build_lpips(offline: bool):
-    """LPIPS(VGG) distance of the `lpips` package; `offline` uses a random VGG backbone (labelled upstream)."""
+def build_lpips(offline: bool, vgg16_weights=None):
+    """LPIPS(VGG) distance of the `lpips` package (its linear layers ship with it). The VGG16 backbone: the registry's
+    torchvision `vgg16` file (`vgg16_weights`, DAG jobs), random when `offline` (labelled upstream), else torchvision's
+    own download (outside DAG jobs only, d2o.weights)."""
     import lpips
 
-    return lpips.LPIPS(net="vgg", pretrained=True, pnet_rand=offline, verbose=False).eval().requires_grad_(False)
+    from d2o.feature_networks import from_hub
+    from d2o.vgg_discriminators import LPIPS_VGG_SLICES
+    from d2o.weights import read_state_dict
+
+    hub = from_hub("vgg16", not offline, vgg16_weights)
+    m = lpips.LPIPS(net="vgg", pretrained=True, pnet_rand=not hub, verbose=False)
+    if vgg16_weights is not None and not offline:
+        # lpips' vgg16 keeps torchvision's module indices: net.slice<k>.<i> is vgg16.features.<i>
+        slice_of = {i: k for k, (a, b) in enumerate(LPIPS_VGG_SLICES, 1) for i in range(a, b)}
+        state = {}
+        for name, v in read_state_dict(vgg16_weights, "vgg16").items():
+            parts = name.split(".")
+            if parts[0] == "features" and int(parts[1]) in slice_of:
+                state[f"slice{slice_of[int(parts[1])]}.{'.'.join(parts[1:])}"] = v
+        m.net.load_state_dict(state, strict=True)
+    return m.eval().requires_grad_(False)
 
 
 def cd_loss(student, teacher, x: torch.Tensor, z: torch.Tensor, class_labels, lpips_fn, generator: torch.Generator,

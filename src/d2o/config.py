@@ -17,6 +17,8 @@ import jsonschema
 import yaml
 
 from d2o.settings import DISCRIMINATOR_COMMON, Experiment, MetricFeatures, SettingsError, unused_keys
+from d2o.weights import KINDS as WEIGHT_KINDS
+from d2o.weights import metric_weights, training_weights
 
 DATA_DIR = Path(__file__).resolve().parent / "data"  # shipped with the package (pyproject package-data)
 REGISTRY_SCHEMA = DATA_DIR / "registry.schema.yaml"
@@ -110,8 +112,13 @@ def target_error(target: str, config: dict) -> str | None:
 def validate(config: dict, source: str = "config") -> dict:
     """Validate a registry in place (schema defaults filled) and every experiment it declares; returns it."""
     _check(config, REGISTRY_SCHEMA, source)
+    for name, spec in config["weights"].items():
+        networks = WEIGHT_KINDS[spec["kind"]]
+        if networks is not None and name not in networks:
+            raise ConfigError(f"{source}: weights.{name}: an entry of kind {spec['kind']} is named after the network "
+                              f"that reads it: one of {', '.join(networks)}")
     for name in config["experiments"]:
-        experiment_settings(config, name, source)
+        _check_weights(config, name, experiment_settings(config, name, source), source)
     for section in ("tables", "figures"):
         for item, spec in config[section].items():
             for slot, exp in spec["slots"].items():
@@ -205,6 +212,15 @@ def resolve_experiment(config: dict, name: str, source: str = "config") -> dict:
     return _resolve(config, name, source)[0]
 
 
+def _override_present(merged: dict, overrides: dict) -> None:
+    """Set the keys of `overrides` that `merged` has (recursively): knobs an experiment does not use stay unset."""
+    for k, v in overrides.items():
+        if k in merged and isinstance(v, dict) and isinstance(merged[k], dict):
+            _override_present(merged[k], v)
+        elif k in merged:
+            merged[k] = copy.deepcopy(v)
+
+
 def _resolve(config: dict, name: str, source: str):
     experiments = config["experiments"]
     if name not in experiments:
@@ -234,6 +250,11 @@ def _resolve(config: dict, name: str, source: str):
         raise ConfigError(_blame(str(e), merged, origin, links, name)) from None
     for key, _ in unused_keys(merged):  # schema defaults of knobs this kind / method does not use
         _delete(merged, tuple(key.split(".")))
+    if config.get("every_experiment"):  # an overlay's last word on every experiment (e.g. config/smoke.yaml)
+        _override_present(merged, config["every_experiment"])
+        _check(merged, EXPERIMENT_SCHEMA, source, prefix=f"experiments.{name} (after every_experiment)")
+        for key, _ in unused_keys(merged):
+            _delete(merged, tuple(key.split(".")))
     resolved = merged
     checkpoint_refs = [("init", resolved.get("init"), "edm")]
     if resolved["kind"] == "edm_sampler":
@@ -251,8 +272,9 @@ def _resolve(config: dict, name: str, source: str):
             raise ConfigError(f"{source}: experiments.{name}.{key}: checkpoint '{ck}' is of kind '{kinds[ck]}', this key "
                               f"needs kind '{kind}'; choose one of {', '.join(sorted(n for n, k in kinds.items() if k == kind))}")
     emb = (resolved.get("discriminator") or {}).get("class_embedding")
-    if emb and emb not in config.get("weights", {}):
-        raise unknown_name_error("weights entry", emb, config.get("weights", {}),
+    embeddings = [w for w, spec in config.get("weights", {}).items() if spec["kind"] == "class-embedding"]
+    if emb and emb not in embeddings:
+        raise unknown_name_error("class-embedding weights entry", emb, embeddings,
                                  f"{source}: experiments.{name}.discriminator.class_embedding")
     for other in resolved["eval"]["compare_with"]:
         if other not in experiments:
@@ -290,6 +312,18 @@ def experiment_settings(config: dict, name: str, source: str = "config") -> Expe
         return Experiment.from_resolved(resolved)
     except SettingsError as e:
         raise ConfigError(_blame(f"{source}: {e}", resolved, origin, links, name)) from None
+
+
+def _check_weights(config: dict, name: str, e: Experiment, source: str) -> None:
+    """Every pretrained network an experiment's jobs read is a registry weight (jobs never fetch from a hub)."""
+    needed = list(training_weights(e.training)) if e.training is not None else []
+    metrics = list(e.evaluation.metrics) + (["fid"] if e.evaluation.snapshot_metrics or e.evaluation.compare_with else [])
+    needed += [w for m in metrics for w in metric_weights("fid" if m == "fid_dataset" else m, e.evaluation.features)]
+    for w in dict.fromkeys(needed):
+        if w not in config["weights"]:
+            raise ConfigError(f"{source}: experiments.{name} reads the pretrained weights of {w!r}, which the registry "
+                              f"does not declare: add weights.{w} (kind, url, sha256, description; d2o.weights), or "
+                              f"set offline: true for random-init networks")
 
 
 def metric_features(config: dict) -> MetricFeatures:

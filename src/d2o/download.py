@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import fcntl
+import functools
 import hashlib
 import http.client
 import json
@@ -32,7 +33,7 @@ from tqdm import tqdm
 
 from d2o.io import atomic_write_text
 
-__all__ = ["download", "sha256_file", "ChecksumError", "DownloadError", "read_lock", "write_lock_entry"]
+__all__ = ["download", "verify_file", "sha256_file", "ChecksumError", "DownloadError", "read_lock", "write_lock_entry"]
 
 
 class ChecksumError(RuntimeError):
@@ -139,7 +140,15 @@ def _check_class_embedding(path: Path) -> None:
     read_class_embedding_pickle(path)
 
 
-VALIDATORS = {"pickle": _check_pickle, "npz": _check_npz, "tar": _check_tar, "class-embedding": _check_class_embedding}
+def _check_weight(kind: str, path: Path) -> None:
+    from d2o.weights import read_upstream
+
+    read_upstream(kind, path)  # a state dict of tensors (weights_only) or a TorchScript archive's, nothing run
+
+
+VALIDATORS = {"pickle": _check_pickle, "npz": _check_npz, "tar": _check_tar, "class-embedding": _check_class_embedding,
+              **{kind: functools.partial(_check_weight, kind)
+                 for kind in ("torchvision", "timm", "torch-fidelity-inception", "clip-torchscript")}}
 
 
 class _TextResponse(DownloadError):
@@ -230,26 +239,13 @@ def download(url: str, dest: str | os.PathLike, sha256: str | None = None, lock_
     """
     dest = Path(dest)
     key = key or dest.name
-    expected, origin = (sha256.lower(), "sha256 argument") if sha256 else (None, "")
-    if expected is None and lock_file is not None:
-        entry = read_lock(lock_file).get(key)
-        if entry:
-            expected, origin = str(entry["sha256"]).lower(), f"lock file {lock_file}, key '{key}'"
+    expected, origin = _expected(sha256, lock_file, key)
+    if dest.exists():  # a pre-staged or earlier file: verified, or checked like a first download and pinned
+        return verify_file(dest, sha256, lock_file, key, validate, url)
 
     def record(digest: str, size: int):
         if lock_file is not None and expected is None:
-            write_lock_entry(lock_file, key, dict(sha256=digest, size=size, url=url,
-                                                  date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")))
-
-    if dest.exists():
-        if expected is not None:
-            actual = sha256_file(dest)
-            if actual != expected:
-                raise _mismatch(dest, _move_aside(dest, dest, actual), expected, actual, origin, lock_file, key)
-        else:  # a pre-staged or earlier file: checked like a first download before its hash is pinned
-            _validated(dest, dest, validate)
-            record(sha256_file(dest), dest.stat().st_size)
-        return dest
+            _pin(lock_file, key, digest, size, url)
 
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
@@ -297,6 +293,42 @@ def download(url: str, dest: str | os.PathLike, sha256: str | None = None, lock_
     if total is not None:
         record(actual, total)
     return dest
+
+
+def _expected(sha256: str | None, lock_file, key: str) -> tuple[str | None, str]:
+    """The hash a file must have and where that comes from: the registry's, else the lock file's entry, else none."""
+    if sha256:
+        return sha256.lower(), "sha256 in the registry"
+    entry = read_lock(lock_file).get(key) if lock_file is not None else None
+    if entry:
+        return str(entry["sha256"]).lower(), f"lock file {lock_file}, key '{key}'"
+    return None, ""
+
+
+def _pin(lock_file, key: str, digest: str, size: int, url: str | None) -> None:
+    write_lock_entry(lock_file, key, dict(sha256=digest, size=size, url=url,
+                                          date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")))
+
+
+def verify_file(path: str | os.PathLike, sha256: str | None = None, lock_file: str | os.PathLike | None = None,
+                key: str | None = None, validate=None, url: str | None = None) -> Path:
+    """Check a file from outside where it is consumed (downloaded here or copied into place by hand): its SHA-256
+    against the registry's or the lock file's; with neither, its content (`validate`) before its hash is pinned in
+    the lock file. A mismatch moves the file aside and names it, the expected hash and the fix."""
+    path = Path(path)
+    key = key or path.name
+    expected, origin = _expected(sha256, lock_file, key)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not found")
+    actual = sha256_file(path)
+    if expected is not None:
+        if actual != expected:
+            raise _mismatch(path, _move_aside(path, path, actual), expected, actual, origin, lock_file, key)
+        return path
+    _validated(path, path, validate)
+    if lock_file is not None:
+        _pin(lock_file, key, actual, path.stat().st_size, url)
+    return path
 
 
 def _validated(path: Path, dest: Path, validate) -> None:

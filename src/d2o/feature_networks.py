@@ -10,9 +10,10 @@
 `tiny` is not part of D2O: it is a small random-init stand-in so that the offline CPU demo can train a
 projected discriminator on 16-32 px images in seconds. Results obtained with it are not comparable with the paper.
 
-Weights: `pretrained=True` asks torchvision/timm for their ImageNet weights (network download unless cached);
-`weights=<path>` loads a state_dict file of the full torchvision/timm model instead (for clusters without
-internet); `pretrained=False` builds random-init networks (the "offline" switch; the caller records it).
+Weights: `weights=<path>` loads the full torchvision/timm model's state_dict from a file (the DAG's converted registry
+weight, d2o.weights; key names checked); `pretrained=True` without a file asks torchvision/timm to fetch their
+ImageNet weights (outside DAG jobs only: jobs are given every weight as a file); `pretrained=False` builds random-init
+networks (the "offline" switch; the caller records it).
 The DeiT readout convs are random in D2O as well (never trained). A feature network is frozen: no parameter
 requires grad and it stays in eval mode whatever `train()` is called with (spec §3.1).
 """
@@ -60,18 +61,25 @@ class FeatureNetwork(nn.Module):
 
 
 def _load_state_dict(model: nn.Module, path: str | os.PathLike, name: str) -> None:
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"d2o.feature_networks: weights file for backbone {name!r} not found: {path}; "
-                                f"pass a state_dict file of the full torchvision/timm model or use pretrained=True")
-    if path.endswith(".safetensors"):
-        import safetensors.torch
-        state = safetensors.torch.load_file(path)
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    model.load_state_dict(state, strict=True)
+    """Load `name`'s weights file (a converted registry weight, or a plain state dict) strictly into `model`."""
+    from d2o.weights import WeightsError, read_state_dict
+
+    try:
+        model.load_state_dict(read_state_dict(path, name), strict=True)
+    except RuntimeError as e:
+        raise WeightsError(f"{path}: not the weights of {name!r} for this architecture: "
+                           f"{' '.join(str(e).split())[:500]}") from None
+
+
+def from_hub(name: str, pretrained: bool, weights) -> bool:
+    """Whether the library fetches `name`'s ImageNet weights itself (pretrained, no file given); refused inside DAG
+    jobs, which are given every weight as a file (d2o.weights)."""
+    if pretrained and weights is None:
+        from d2o.weights import check_hub_allowed
+
+        check_hub_allowed(name, "d2o.feature_networks")
+        return True
+    return False
 
 
 class VGG16BNFeatures(FeatureNetwork):
@@ -83,7 +91,7 @@ class VGG16BNFeatures(FeatureNetwork):
     def __init__(self, pretrained: bool = True, weights: str | os.PathLike | None = None):
         super().__init__()
         import torchvision
-        model = torchvision.models.vgg16_bn(weights="IMAGENET1K_V1" if pretrained and weights is None else None)
+        model = torchvision.models.vgg16_bn(weights="IMAGENET1K_V1" if from_hub(self.name, pretrained, weights) else None)
         if weights is not None:
             _load_state_dict(model, weights, self.name)
         a, b, c, d = self.SPLITS
@@ -111,7 +119,7 @@ class EfficientNetLite0Features(FeatureNetwork):
     def __init__(self, pretrained: bool = True, weights: str | os.PathLike | None = None):
         super().__init__()
         import timm
-        model = timm.create_model(self.name, pretrained=pretrained and weights is None)
+        model = timm.create_model(self.name, pretrained=from_hub(self.name, pretrained, weights))
         if weights is not None:
             _load_state_dict(model, weights, self.name)
         stem = [model.conv_stem, model.bn1] + ([model.act1] if hasattr(model, "act1") else [])
@@ -230,7 +238,7 @@ class DeiTBaseDistilledFeatures(FeatureNetwork):
     def __init__(self, pretrained: bool = True, weights: str | os.PathLike | None = None):
         super().__init__()
         import timm
-        model = timm.create_model(self.name, pretrained=pretrained and weights is None)
+        model = timm.create_model(self.name, pretrained=from_hub(self.name, pretrained, weights))
         if weights is not None:
             _load_state_dict(model, weights, self.name)
         _check_deit_structure(model, self.name)

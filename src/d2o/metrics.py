@@ -21,6 +21,7 @@ float64 mean and unbiased covariance of the 2048-d Inception pool features, FID 
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 
 import numpy as np
@@ -33,6 +34,9 @@ import torchvision.transforms as T
 from torch.utils.data import Dataset, Subset
 from torch_fidelity.defaults import DEFAULTS as FIDELITY_DEFAULTS
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
+from torch_fidelity.feature_extractor_clip import FeatureExtractorCLIP
+from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+from torch_fidelity.helpers import text_to_dtype
 from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_statistics_to_metric
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from_dataset
@@ -221,6 +225,55 @@ def register_demo_extractor() -> None:
 
 
 register_demo_extractor()
+
+
+# The paper's extractors, built from the registry's converted weight files (d2o.weights) without running code from a
+# download: torch-fidelity's own classes read a .pth with torch.load(weights_only=False) and CLIP's TorchScript archive
+# with torch.jit.load. These subclasses take over the two names: a `.safetensors` weights path is read here; no path
+# (outside DAG jobs only) keeps torch-fidelity's download.
+
+
+class RegistryInceptionV3(FeatureExtractorInceptionV3):
+    """torch-fidelity's 'inception-v3-compat' from a converted registry file (its state_dict handed over in memory)."""
+
+    def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
+        from d2o.weights import INCEPTION, check_hub_allowed, read_state_dict
+
+        path = feature_extractor_weights_path
+        if path is None:
+            check_hub_allowed(INCEPTION, "d2o.metrics")
+        elif str(path).endswith(".safetensors"):
+            buf = io.BytesIO()
+            torch.save(read_state_dict(path, INCEPTION), buf)
+            buf.seek(0)
+            path = buf
+        super().__init__(name, features_list, feature_extractor_weights_path=path, **kwargs)
+
+
+class RegistryCLIP(FeatureExtractorCLIP):
+    """torch-fidelity's 'clip-vit-b-32' from a converted registry file: its `build_model` on the state_dict (what
+    torch-fidelity does with the TorchScript archive's state_dict), the archive itself never loaded."""
+
+    def __init__(self, name, features_list, feature_extractor_weights_path=None, feature_extractor_internal_dtype=None,
+                 **kwargs):
+        from d2o.weights import CLIP, check_hub_allowed, clip_from_state, read_state_dict
+
+        path = feature_extractor_weights_path
+        if path is None or not str(path).endswith(".safetensors"):
+            if path is None:
+                check_hub_allowed(CLIP, "d2o.metrics")
+            super().__init__(name, features_list, feature_extractor_weights_path=path,
+                             feature_extractor_internal_dtype=feature_extractor_internal_dtype, **kwargs)
+            return
+        FeatureExtractorBase.__init__(self, name, features_list)
+        self.feature_extractor_internal_dtype = text_to_dtype(feature_extractor_internal_dtype, "float32")
+        self.model = clip_from_state(read_state_dict(path, CLIP), self.feature_extractor_internal_dtype)
+        self.resolution = self.model.visual.input_resolution
+        self.requires_grad_(False)
+
+
+FEATURE_EXTRACTORS_REGISTRY["inception-v3-compat"] = RegistryInceptionV3
+FEATURE_EXTRACTORS_REGISTRY["clip-vit-b-32"] = RegistryCLIP
 
 
 def extractor_settings(offline: bool) -> dict:

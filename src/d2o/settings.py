@@ -193,8 +193,6 @@ class MetricFeatures:
     extractor: str                 # inception (the paper protocol) | demo (fixed random CNN)
     offline: bool                  # random-init extractors (no weight files)
     batch: int                     # images per feature batch
-    inception_weights: str | None  # local inception-v3-compat weights (compute nodes without internet)
-    clip_weights: str | None       # local CLIP ViT-B/32 weights
 
 
 @dataclass(frozen=True)

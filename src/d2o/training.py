@@ -45,6 +45,7 @@ from d2o.io import atomic_write_json
 from d2o.r1 import lazy_adam_params, r1_penalty
 from d2o.run_state import RunDirectory
 from d2o.settings import Execution, Training, batch_split, to_dict
+from d2o.weights import missing_weights_error, training_weights, weights_record
 
 log = logging.getLogger("d2o.train")
 RESUME_EXIT_CODE = 75  # EX_TEMPFAIL: state saved, run again to continue
@@ -58,7 +59,7 @@ class Trainer:
 
     def __init__(self, name: str, training: Training, execution: Execution, runs_dir: str | Path,
                  dataset_zip: str | Path, init_path: str | Path, d_init_path: str | Path | None = None,
-                 class_embedding_path: str | Path | None = None):
+                 weights: dict[str, str | Path] | None = None):
         self.name, t, x = name, training, execution
         self.t, self.x = t, x
         self.rank, self.world, self.device = distributed.init()
@@ -76,15 +77,21 @@ class Trainer:
         if d is not None and d.init and d_init_path is None:
             raise ValueError(f"experiment {name}: discriminator.init is {d.init!r} but no converted checkpoint was "
                              f"given (train.py --d-init <results>/checkpoints/{d.init}.safetensors)")
-        # the class embedding D's conditional heads start from (registry weights); offline runs keep a random one
-        embed = d.class_embedding if d is not None and d.class_embedding and t.label_dim and not t.offline else None
-        if embed and class_embedding_path is None:
-            raise ValueError(f"experiment {name}: discriminator.class_embedding is {embed!r} but no converted file was "
-                             f"given (train.py --class-embedding <resources>/weights/{embed}.safetensors)")
+        # the registry weights this run reads (d2o.weights): pretrained networks of D and LPIPS, the class embedding
+        # D's conditional heads start from (offline runs: random networks and embedding, no weights)
+        weights = {k: str(v) for k, v in (weights or {}).items()}
+        needed = training_weights(t)
+        missing, unused = [n for n in needed if n not in weights], sorted(set(weights) - set(needed))
+        if missing:
+            raise missing_weights_error(missing[0], f"experiment {name}")
+        if unused:
+            raise ValueError(f"experiment {name}: weights {unused} given but not read by this run (it reads {list(needed)})")
+        self.weights = weights
+        embed = d.class_embedding if d is not None and d.class_embedding in weights else None
         self.identity = run_identity(t, {"dataset": dataset_zip, "init": init_path,
                                          "discriminator_init": d_init_path if d is not None and d.init else None,
-                                         "class_embedding": class_embedding_path if embed else None})
-        self.class_embedding = ({"weights": embed, "sha256": self.identity["inputs"]["class_embedding"]} if embed else
+                                         **{f"weights:{k}": v for k, v in weights.items()}})
+        self.class_embedding = ({"weights": embed, "sha256": self.identity["inputs"][f"weights:{embed}"]} if embed else
                                 "random (offline registry)" if d is not None and d.class_embedding and t.label_dim else
                                 "random" if t.label_dim and d is not None else None)
         self.run_dir = RunDirectory(runs_dir, self.identity, t.total_img)
@@ -120,7 +127,11 @@ class Trainer:
             if d.init:  # a GAN-pretrained discriminator (Table 1), converted by the DAG (rule convert_checkpoint)
                 dcfg["checkpoint"] = str(d_init_path)
             if embed:
-                dcfg["embed_weights"] = str(class_embedding_path)
+                dcfg["embed_weights"] = weights[embed]
+            if d.type == "projected":
+                dcfg["weights"] = {b: weights[b] for b in d.backbones if b in weights}
+            elif d.type in ("vgg16", "lpips") and "vgg16" in weights:
+                dcfg["weights"] = weights["vgg16"]
             if d.type == "projected" and d.projections == "per_gpu":  # each virtual GPU its random projection (as coded)
                 dcfg["projection_seeds"] = [distributed.seeded(t.seed, 4, v).initial_seed()
                                             for v in range(self.rank * self.virtual, (self.rank + 1) * self.virtual)]
@@ -145,7 +156,7 @@ class Trainer:
         if self.use_cd:  # the teacher is the init checkpoint's network, frozen (spec §6.1)
             from d2o.cd import build_lpips
             self.teacher = init.to(self.device).eval().requires_grad_(False)
-            self.lpips = build_lpips(t.offline).to(self.device)
+            self.lpips = build_lpips(t.offline, weights.get("vgg16")).to(self.device)
         if self.device.type == "cuda":  # NHWC convolutions (cuDNN's fast path); CPU keeps NCHW
             for m in (self.G, self.G_ema) + ((self.D,) if self.use_gan else ()):
                 m.to(memory_format=torch.channels_last)
@@ -494,7 +505,7 @@ class Trainer:
                               "percent": 100.0 - self.shares["trainable_percent"]},
                    "sigmas": list(self.sigmas), "offline": t.offline, "world_size": self.world,
                    "virtual_gpus": self.world * self.virtual, "discriminator_init": self.d_init, "class_embedding": self.class_embedding,
-                   "inputs": self.identity["inputs"], "starts": self.resumed_at,
+                   "weights": weights_record(self.weights.values()), "inputs": self.identity["inputs"], "starts": self.resumed_at,
                    "settings": {"training": to_dict(t), "execution": to_dict(self.x)},
                    "provenance": provenance(self.device, self.world)}
         atomic_write_json(output.with_name("train.json"), summary)

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from d2o.feature_networks import _load_state_dict
+from d2o.feature_networks import _load_state_dict, from_hub
 from d2o.spectral_norm import SNConv2d, prepare_weights
 
 # LPIPS ScalingLayer constants (lpips package): x in [-1, 1] -> (x - shift) / scale.
@@ -26,7 +26,7 @@ LPIPS_VGG_CHANNELS = (64, 128, 256, 512, 512)
 
 def _vgg16_features(pretrained: bool, weights: str | os.PathLike | None) -> nn.Sequential:
     import torchvision
-    model = torchvision.models.vgg16(weights="IMAGENET1K_V1" if pretrained and weights is None else None)
+    model = torchvision.models.vgg16(weights="IMAGENET1K_V1" if from_hub("vgg16", pretrained, weights) else None)
     if weights is not None:
         _load_state_dict(model, weights, "vgg16")
     return model.features

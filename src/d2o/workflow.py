@@ -35,25 +35,38 @@ def read_json(path) -> dict:
         return json.load(f)
 
 
-def metric_kwargs(features, which: str = "fid") -> dict:
+def metric_kwargs(features, which: str = "fid", weights=()) -> dict:
     """Feature extractor, layer, weights, batch and label for one metric from the registry's feature extractors
-    (d2o.settings.MetricFeatures: the one place that says whether metrics are offline)."""
+    (d2o.settings.MetricFeatures: the one place that says whether metrics are offline). `weights`: the job's
+    declared weight inputs (d2o.weights.metric_weights: the converted Inception or CLIP file; none offline)."""
     from d2o import metrics
 
     s = metrics.extractor_settings(features.offline or features.extractor == "demo")
+    weights = list(weights or [])
+    if len(weights) > 1:
+        raise ValueError(f"one weights file per metric job, got {weights}")
+    path = weights[0] if weights else None
     if which == "clip_fid":
-        return dict(feature_extractor=s["clip_extractor"], layer=s["layer_clip"], weights_path=features.clip_weights,
+        return dict(feature_extractor=s["clip_extractor"], layer=s["layer_clip"], weights_path=path,
                     batch_size=features.batch, label=s["label"])
     layer = {"fid": s["layer_fid"], "is": s["layer_isc"], "pr": s["layer_prc"]}[which]
-    return dict(feature_extractor=s["feature_extractor"], layer=layer, weights_path=features.inception_weights,
-                batch_size=features.batch, label=s["label"])
+    return dict(feature_extractor=s["feature_extractor"], layer=layer, weights_path=path, batch_size=features.batch,
+                label=s["label"])
 
 
-def result_record(res: dict, experiment: str, samples=None, dev=None) -> dict:
+def job_weights(smk) -> list[str]:
+    """The registry weight files a job was given (its `weights` input; d2o.weights)."""
+    return list(smk.input.weights) if "weights" in smk.input.keys() else []
+
+
+def result_record(res: dict, experiment: str, samples=None, dev=None, weights=()) -> dict:
     """A metric result with what it is bound to: the experiment, the samples' and model's identities (recorded in
-    the sample zip by merge_samples) and the provenance (code, versions, hardware)."""
+    the sample zip by merge_samples), the feature extractor's weights (SHA-256 of the upstream file) and the
+    provenance (code, versions, hardware)."""
     from d2o.identity import provenance
+    from d2o.weights import weights_record
 
     extra = getattr(samples, "extra", {}) or {}
     return {**res, "experiment": experiment, "model_identity": extra.get("model_identity"),
-            "samples_identity": extra.get("samples_identity"), "provenance": provenance(dev)}
+            "samples_identity": extra.get("samples_identity"), "weights": weights_record(weights),
+            "provenance": provenance(dev)}

@@ -1,10 +1,11 @@
-"""Convert one verified external weight file (registry `weights`) into the project's format, without running code
-from it: kind class-embedding -> a safetensors file with the (1000, 320) embedding (d2o.class_embedding)."""
-from d2o.class_embedding import convert_class_embedding
+"""Convert one external weight file (registry `weights`) into the safetensors file the jobs read (d2o.weights): the
+file is verified first (a copy put into place by hand like a download), then read without running code from it."""
+from d2o.download import VALIDATORS, verify_file
+from d2o.weights import convert_weight
 from d2o.workflow import from_snakemake
 
 log = from_snakemake(snakemake)
-if snakemake.params.kind != "class-embedding":
-    raise ValueError(f"weights.{snakemake.wildcards.weight}: kind {snakemake.params.kind!r} has no converter")
-meta = convert_class_embedding(snakemake.input[0], snakemake.output[0], extra={"weights": snakemake.wildcards.weight})
-log.info("converted %s (%s, sha256 %s) -> %s", snakemake.input[0], meta["shape"], meta["source_sha256"], snakemake.output[0])
+p, src, dst = snakemake.params, snakemake.input[0], snakemake.output[0]
+verify_file(src, p.sha256 or None, p.lock, p.key, VALIDATORS[p.kind])
+meta = convert_weight(snakemake.wildcards.weight, p.kind, src, dst)
+log.info("converted %s (%s, sha256 %s) -> %s", src, p.kind, meta["source_sha256"], dst)

@@ -7,6 +7,7 @@ after saving its state when SLURM warns of a time limit (SIGUSR1) or on SIGTERM,
 import argparse
 import os
 import sys
+from pathlib import Path
 
 ap = argparse.ArgumentParser(description=__doc__)
 ap.add_argument("--gpus", type=int, default=0, help="GPUs of the job (0 or 1: one process)")
@@ -16,7 +17,8 @@ ap.add_argument("--execution", required=True, help="execution settings (rule set
 ap.add_argument("--dataset", required=True)
 ap.add_argument("--init", required=True, help="EDM checkpoint in the project format")
 ap.add_argument("--d-init", default=None, help="converted pre-trained discriminator (discriminator.init)")
-ap.add_argument("--class-embedding", default=None, help="converted class embedding (discriminator.class_embedding)")
+ap.add_argument("--weights", action="append", default=[],
+                help="a converted registry weight the run reads (d2o.weights; the file is named after it); repeated")
 ap.add_argument("--runs-dir", required=True, help="undeclared folder of the run directories (one per run identity)")
 ap.add_argument("--output", required=True)
 ap.add_argument("--snapshots", required=True)
@@ -47,7 +49,7 @@ if args.threads:
 name, training = read_part(args.training, "training")
 _, execution = read_part(args.execution, "execution")
 trainer = Trainer(name, training, execution, args.runs_dir, args.dataset, args.init, d_init_path=args.d_init,
-                  class_embedding_path=args.class_embedding)
+                  weights={Path(w).name.removesuffix(".safetensors"): w for w in args.weights})
 code = trainer.run(args.output, stop_after_iters=args.stop_after_iters)
 if code == 0 and trainer.rank == 0:
     trainer.run_dir.copy_snapshots(args.snapshots, training.snapshot_kimgs())
