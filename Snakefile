@@ -24,6 +24,10 @@ include: "rules/analysis.smk"
 include: "rules/report.smk"
 
 
+onstart:
+    check_cluster()
+
+
 rule all:
     default_target: True
     input:

@@ -250,6 +250,17 @@ def known_results():
             rf"|(?:checkpoints|refs|analysis)/")
 
 
+def check_cluster():
+    """Before any job (onstart): `--profile slurm` on a machine without SLURM's client tools fails in one line."""
+    import shutil
+
+    executor = getattr(workflow.executor_plugin, "name", "") or ""
+    missing = [tool for tool in ("sbatch", "sacct") if shutil.which(tool) is None]
+    if "slurm" in executor and missing:
+        raise WorkflowError(f"--profile slurm: this machine has no SLURM client ({', '.join(missing)} not found); run "
+                            f"on the cluster's login node, or locally without the profile: snakemake --cores N <target>")
+
+
 def paper_targets():
     """Every table, figure, the scorecard and the sample grids the registry declares."""
     out = [f"{R}/tables/{t}.tex" for t in config["tables"]] + [f"{R}/tables/{t}.md" for t in config["tables"]]

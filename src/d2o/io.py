@@ -42,3 +42,14 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 def atomic_write_json(path: str | os.PathLike, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def check_writable(paths) -> None:
+    """Fail before any compute when an output could not be written: the nearest existing folder of each path must be
+    writable (a job would otherwise fail after its work, and be retried for nothing under the SLURM profile)."""
+    for p in map(Path, paths):
+        folder = p.parent
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise PermissionError(f"{p}: cannot be written ({folder} is not writable); fix its permissions and rerun")

@@ -21,7 +21,11 @@ def setup_logging(log_path: str | None = None, level=logging.INFO) -> logging.Lo
 
 
 def from_snakemake(smk) -> logging.Logger:
-    """Log to the rule's log file; limit torch threads to the rule's threads."""
+    """Log to the rule's log file; limit torch threads to the rule's threads; fail at once if an output folder is not
+    writable (not after the job's work)."""
+    from d2o.io import check_writable
+
+    check_writable(smk.output)
     torch.set_num_threads(max(1, int(getattr(smk, "threads", 1) or 1)))
     return setup_logging(smk.log[0] if len(smk.log) else None)
 
@@ -35,13 +39,17 @@ def read_json(path) -> dict:
         return json.load(f)
 
 
-def metric_kwargs(features, which: str = "fid", weights=()) -> dict:
+def metric_kwargs(features, which: str = "fid", weights=(), label: str | None = None) -> dict:
     """Feature extractor, layer, weights, batch and label for one metric from the registry's feature extractors
     (d2o.settings.MetricFeatures: the one place that says whether metrics are offline). `weights`: the job's
-    declared weight inputs (d2o.weights.metric_weights: the converted Inception or CLIP file; none offline)."""
+    declared weight inputs (d2o.weights.metric_weights: the converted Inception or CLIP file; none offline).
+    `label`: the registry's (e.g. a smoke run's), kept unless the features are the demo's."""
     from d2o import metrics
 
-    s = metrics.extractor_settings(features.offline or features.extractor == "demo")
+    demo = features.offline or features.extractor == "demo"
+    s = metrics.extractor_settings(demo)
+    if label and not demo:
+        s["label"] = label
     weights = list(weights or [])
     if len(weights) > 1:
         raise ValueError(f"one weights file per metric job, got {weights}")

@@ -17,7 +17,7 @@ if snakemake.params.ref_check:  # a downloaded reference (or a copy put into pla
 samples = ImageZipDataset(snakemake.input.samples)
 n = ev.num_samples
 dev = device()
-kw = metric_kwargs(ev.features, "fid" if m == "fid_dataset" else m, job_weights(snakemake))
+kw = metric_kwargs(ev.features, "fid" if m == "fid_dataset" else m, job_weights(snakemake), ev.label)
 if m in ("fid", "fid_dataset"):
     res = metrics.compute_fid(samples, snakemake.input.ref, n, device=dev, metric_name=m, **kw)
 elif m == "is":

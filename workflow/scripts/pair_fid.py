@@ -10,7 +10,7 @@ name, ev = read_part(snakemake.input.evaluation, "evaluation")
 a, b = ImageZipDataset(snakemake.input.samples), ImageZipDataset(snakemake.input.other)
 dev = device()
 res = metrics.compute_fid_generated(a, b, num_samples=min(len(a), len(b)), device=dev,
-                                    reference_name=snakemake.wildcards.other, **metric_kwargs(ev.features, "fid", job_weights(snakemake)))
+                                    reference_name=snakemake.wildcards.other, **metric_kwargs(ev.features, "fid", job_weights(snakemake), ev.label))
 res = result_record(res, name, a, dev, job_weights(snakemake))
 res.update(other=snakemake.wildcards.other, other_samples_identity=b.extra.get("samples_identity"))
 atomic_write_json(snakemake.output[0], res)

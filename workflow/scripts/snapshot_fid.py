@@ -20,7 +20,7 @@ net = load_network(path).to(dev)
 n, batch = ev.snapshot_num_samples, sampling.batch
 images = [quantize(sample_experiment(net, sampling, list(range(s, min(s + batch, n))), dev), numpy=False)
           for s in range(0, n, batch)]
-res = metrics.compute_fid(torch.cat(images).numpy(), snakemake.input.ref, n, device=dev, **metric_kwargs(ev.features, "fid", job_weights(snakemake)))
+res = metrics.compute_fid(torch.cat(images).numpy(), snakemake.input.ref, n, device=dev, **metric_kwargs(ev.features, "fid", job_weights(snakemake), ev.label))
 res = result_record(res, name, None, dev, job_weights(snakemake))
 res.update(kimg=kimg, mimg=kimg / 1000, run_identity=net.d2o_extra.get("run_identity"))
 atomic_write_json(snakemake.output[0], res)

@@ -25,6 +25,9 @@ ap.add_argument("--snapshots", required=True)
 ap.add_argument("--stop-after-iters", type=int, default=None, help="save state and stop (tests)")
 args = ap.parse_args()
 
+from d2o.io import check_writable  # noqa: E402 - before torch: fail at once on an unwritable output folder
+
+check_writable([args.output, args.snapshots, Path(args.runs_dir) / "x"])
 if args.threads:
     os.environ["OMP_NUM_THREADS"] = str(max(1, args.threads // max(args.gpus, 1)))
 if args.gpus > 0 and not os.environ.get("D2O_ALLOW_CPU"):
