@@ -34,3 +34,16 @@ def test_an_unwritable_output_folder_fails_before_any_work(tmp_path, monkeypatch
     check_writable([tmp_path / "a/b/c.json"])                                  # created later under a writable one
     with pytest.raises(PermissionError, match=r"locked/x/out.json: cannot be written \(.*locked is not writable\)"):
         check_writable([tmp_path / "ok.json", locked / "x/out.json"])
+
+
+def test_temporary_files_of_a_killed_writer_are_removed_by_the_next_write(tmp_path):
+    """A SIGKILL mid-write leaves `.<name>.<random><suffix>`; the next successful write of that path removes it once
+    it is older than STALE_S (a younger one may belong to a writer still running)."""
+    from d2o import io
+
+    old, young = tmp_path / ".out.json.abc123.json", tmp_path / ".out.json.def456.json"
+    for p in (old, young):
+        p.write_text("{half")
+    os.utime(old, (0, 0))
+    io.atomic_write_text(tmp_path / "out.json", "{}")
+    assert not old.exists() and young.exists() and (tmp_path / "out.json").read_text() == "{}"

@@ -14,8 +14,8 @@ def main(argv):
     targets, extra = (argv[: argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv else (argv, [])
     cmd = ["snakemake", *(targets or ["all"]), "-n", "--profile", "slurm", *extra]
     out = subprocess.run(cmd, capture_output=True, text=True)
-    if out.returncode:
-        sys.exit(out.stderr or out.stdout)
+    if out.returncode:  # snakemake prints its error on stdout, the profile notice on stderr: show both
+        sys.exit(f"gpu_hours.py: the dry run failed:\n{out.stdout[-3000:]}{out.stderr[-2000:]}")
     per_rule = collections.defaultdict(lambda: [0, 0.0])
     rule = None
     for line in out.stdout.splitlines():

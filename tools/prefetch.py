@@ -24,8 +24,8 @@ def main(argv):
     targets = [a for a in argv if a != "--dry-run"] or ["all"]
     base = ["snakemake", *targets, *extra]
     out = subprocess.run([*base, "-n", "--until", *DOWNLOAD_RULES], capture_output=True, text=True)
-    if out.returncode:
-        sys.exit(out.stderr[-3000:] or out.stdout[-3000:])
+    if out.returncode:  # snakemake prints its error on stdout, the profile notice on stderr: show both
+        sys.exit(f"prefetch.py: the dry run failed:\n{out.stdout[-3000:]}{out.stderr[-2000:]}")
     paths, rule = [], None
     for line in out.stdout.splitlines():
         m = re.match(r"^(?:local)?rule (\w+):", line)

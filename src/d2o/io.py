@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
+
+
+STALE_S = 600  # a temporary output file untouched this long belongs to a writer that was killed
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str | None = None):
     """Yield a temporary path next to `path`; rename it onto `path` only if the block succeeds.
 
-    The temporary file keeps the final suffix (some writers infer the format from it).
+    The temporary file keeps the final suffix (some writers infer the format from it). Temporary files of the same
+    path that a killed writer left behind (untouched for STALE_S) are removed once a write succeeds.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -23,6 +29,10 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None):
         yield Path(tmp)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the output the usual permissions
         os.replace(tmp, path)
+        for stale in path.parent.glob(f".{glob.escape(path.name)}.*"):
+            with contextlib.suppress(OSError):
+                if time.time() - stale.stat().st_mtime > STALE_S:
+                    stale.unlink()
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
