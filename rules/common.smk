@@ -51,6 +51,7 @@ wildcard_constraints:
     dataset=_alt(config["datasets"]),
     ckpt=_alt(config["checkpoints"]),
     weight=_alt(config.get("weights", {})),
+    demo_cnn=_alt(config.get("demo_cnns", {})),
     download_ckpt=_alt(DOWNLOAD_CKPTS),
     pretrain_ckpt=_alt(PRETRAIN_CKPTS),
     metric="fid|fid_dataset|is|pr|clip_fid",
@@ -80,6 +81,14 @@ def checkpoint_model(ckpt):
 def weight_file(name):
     """A registry weight converted for the jobs (rules/weights.smk; d2o.weights)."""
     return f"{S}/weights/{name}.safetensors"
+
+
+def metric_weight_files(metric):
+    """The feature extractor file a metric job reads: the registry's Inception or CLIP weights (d2o.weights), the
+    demo's trained CNN (demo_cnns, rule train_demo_cnn), or none (the demo's random CNN)."""
+    if METRIC_EXTRACTOR == "demo-trained":
+        return [weight_file(FEATURES.demo_extractor)]
+    return [weight_file(n) for n in metric_weights("fid" if metric == "fid_dataset" else metric, FEATURES)]
 
 
 def settings_file(name, part):
@@ -176,7 +185,7 @@ def metric_inputs(wildcards):
     inputs = {"samples": f"{R}/{wildcards.experiment}/{wildcards.best}samples.zip",
               "evaluation": settings_file(wildcards.experiment, "evaluation")}
     m = wildcards.metric
-    inputs["weights"] = [weight_file(n) for n in metric_weights("fid" if m == "fid_dataset" else m, FEATURES)]
+    inputs["weights"] = metric_weight_files(m)
     if m == "fid":
         inputs["ref"] = f"{S}/fid-refs/{e.dataset}.npz" if ("fid_ref" in ds and METRIC_EXTRACTOR == "inception") else ref_stats(e.dataset)
     elif m in ("fid_dataset", "clip_fid"):
@@ -220,6 +229,8 @@ def report_inputs(section, item):
             continue
         if item in ("grids", "fig5"):
             files.append(f"{R}/grids/{name}.npz")
+        if item == "grids":  # a row of real images beside the samples
+            files.append(dataset_zip(EXPERIMENTS[name].dataset))
         else:
             files += metric_files(name)
     if item in ("fig4", "fig6"):

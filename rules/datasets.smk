@@ -65,11 +65,11 @@ rule download_reference:
 rule dataset_stats:
     input:
         dataset=ancient(f"{S}/datasets/{{dataset}}.zip"),
-        weights=lambda wc: [weight_file(n) for n in metric_weights("clip_fid" if wc.clip else "fid", FEATURES)],
+        weights=lambda wc: metric_weight_files("clip_fid" if wc.clip else "fid"),
     output:
         f"{R}/refs/{{dataset}}-{{extractor}}{{clip}}.npz",
     wildcard_constraints:
-        extractor="inception|demo",
+        extractor="inception|demo-trained|demo",
         clip="|-clip",
     params:
         features=to_dict(FEATURES),

@@ -30,7 +30,7 @@ rule snapshot_fid:
         ref=lambda wc: ref_stats(exp(wc).dataset),
         sampling=lambda wc: settings_file(wc.experiment, "sampling"),
         evaluation=lambda wc: settings_file(wc.experiment, "evaluation"),
-        weights=[weight_file(n) for n in metric_weights("fid", FEATURES)],
+        weights=metric_weight_files("fid"),
     output:
         f"{R}/{{experiment}}/snapshot-metrics/fid-{{kimg}}.json",
     resources:
@@ -63,7 +63,7 @@ rule pair_fid:
         samples=f"{R}/{{experiment}}/samples.zip",
         other=f"{R}/{{other}}/samples.zip",
         evaluation=lambda wc: settings_file(wc.experiment, "evaluation"),
-        weights=[weight_file(n) for n in metric_weights("fid", FEATURES)],
+        weights=metric_weight_files("fid"),
     output:
         f"{R}/{{experiment}}/metrics/fid-vs-{{other}}.json",
     wildcard_constraints:
@@ -77,3 +77,27 @@ rule pair_fid:
         "../envs/gpu.yaml"
     script:
         "../workflow/scripts/pair_fid.py"
+
+
+
+rule train_demo_cnn:
+    """DEMO ONLY: a small CNN trained on fresh procedural shapes (registry demo_cnns; d2o.demo_cnn): the demo's metric
+    extractor or its discriminator's backbone; its shape accuracy on the demo dataset is written beside it."""
+    input:
+        lambda wc: dataset_zip(config["demo_cnns"][wc.demo_cnn]["dataset"]),
+    output:
+        model=weight_file("{demo_cnn}"),
+        summary=f"{S}/weights/{{demo_cnn}}.json",
+    params:
+        spec=lambda wc: config["demo_cnns"][wc.demo_cnn],
+        shapes=lambda wc: {k: v for k, v in config["datasets"][config["demo_cnns"][wc.demo_cnn]["dataset"]]["source"].items()
+                           if k == "radius"},
+    threads: 2
+    log:
+        f"{L}/train_demo_cnn/{{demo_cnn}}.log",
+    benchmark:
+        f"{B}/train_demo_cnn/{{demo_cnn}}.tsv"
+    conda:
+        "../envs/gpu.yaml"
+    script:
+        "../workflow/scripts/train_demo_cnn.py"

@@ -31,6 +31,7 @@ rule figure:
         png=f"{R}/figures/{{figure}}.png",
     params:
         slots=lambda wc: config["figures"][wc.figure]["slots"],
+        datasets=lambda wc: {s: dataset_zip(EXPERIMENTS[e].dataset) for s, e in config["figures"][wc.figure]["slots"].items()},
         label=config["label"],
         literature=lambda wc, input: input[-1],  # LITERATURE, the last input
         frequency=config["frequency"],

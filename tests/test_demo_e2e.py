@@ -95,3 +95,25 @@ def test_pretrained_discriminator_checkpoint_through_the_dag(tmp_path):
     assert init["source"]["sha256"] and init["source"]["source_init_kwargs"]["architecture"] == "orig"
     lock = yaml.safe_load((tmp_path / "config" / "checkpoints.lock.yaml").read_text())
     assert any("sg2ada-demo" in str(k) for k in lock)                      # trust-on-first-download hash recorded
+
+
+def _fid(demo_dir, name):
+    import json
+    return json.loads((demo_dir / name / "metrics" / "fid.json").read_text())["value"]
+
+
+@pytest.mark.slow
+def test_the_demo_shows_the_papers_claims_at_toy_scale(demo_dir):
+    """With the trained demo extractor (it reads the shapes: accuracy recorded beside it), the demo ranks the runs as
+    the paper's claims predict: one-step D2O about as good as the tiny EDM's 18-step Heun sampler, the diffusion
+    pretrained generator clearly ahead of the same GAN training from scratch. Margins are loose: the test guards
+    training quality, not the third digit (measured on 2 cores: EDM 130.4, D2O 120.7, scratch 201.9; D2O-F 193.0
+    is not yet close to D2O at this budget, so it is not ranked)."""
+    import json
+
+    accuracy = {p.stem: json.loads(p.read_text())["shape_accuracy"] for p in (demo_dir.parents[1] / "resources/demo/weights").glob("*.json")}
+    assert set(accuracy) == {"demo-metric-cnn", "demo-cnn"} and min(accuracy.values()) > 0.9, accuracy
+    edm, d2o, d2o_f, scratch = (_fid(demo_dir, n) for n in ("demo-edm", "demo-d2o", "demo-d2o-f", "demo-scratch"))
+    assert d2o < 1.3 * edm, (d2o, edm)                      # one step about as good as 35 network evaluations
+    assert scratch > 1.3 * d2o, (scratch, d2o)              # pretraining is what makes the GAN fine-tuning work
+    assert d2o_f < 10 * edm                                  # trained, not diverged

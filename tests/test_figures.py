@@ -67,6 +67,10 @@ def test_fig5_and_sample_grid(tmp_path):
     grids = {ds: {m: RNG.integers(0, 256, (8, 16, 16, 3), dtype=np.uint8) for m in ("EDM", "D2O", "D2O-F")}
              for ds in ("AFHQv2", "FFHQ")}
     _check(figures.fig5(grids, LABEL), tmp_path, "fig5")
+    real = {ds: {figures.REAL_ROW: RNG.integers(0, 256, (8, 16, 16, 3), dtype=np.uint8), **rows} for ds, rows in grids.items()}
+    fig = figures.grids(real, LABEL)
+    assert [ax.get_ylabel() for ax in fig.axes[::2]] == [figures.REAL_ROW, "EDM", "D2O", "D2O-F"]
+    _check(fig, tmp_path, "grids")
     imgs = RNG.integers(0, 256, (23, 8, 8, 3), dtype=np.uint8)
     g = figures.sample_grid(imgs, 10)
     assert g.shape == (24, 80, 3) and g.dtype == np.uint8

@@ -16,7 +16,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from d2o.settings import DISCRIMINATOR_COMMON, Experiment, MetricFeatures, SettingsError, unused_keys
+from d2o.settings import DISCRIMINATOR_COMMON, Experiment, MetricFeatures, SettingsError, metric_features_of, unused_keys
 from d2o.weights import KINDS as WEIGHT_KINDS
 from d2o.weights import metric_weights, training_weights
 
@@ -117,6 +117,16 @@ def validate(config: dict, source: str = "config") -> dict:
         if networks is not None and name not in networks:
             raise ConfigError(f"{source}: weights.{name}: an entry of kind {spec['kind']} is named after the network "
                               f"that reads it: one of {', '.join(networks)}")
+    shapes = [n for n, d in config["datasets"].items() if d["source"].get("format") == "shapes"]
+    for name, spec in config["demo_cnns"].items():
+        if spec["dataset"] not in shapes:
+            raise ConfigError(f"{source}: demo_cnns.{name}.dataset: {spec['dataset']!r} is not a procedural shapes "
+                              f"dataset; choose one of {', '.join(shapes) or '(none declared)'}")
+        if name in config["weights"]:
+            raise ConfigError(f"{source}: demo_cnns.{name}: also a weights entry; a weight is downloaded or trained, not both")
+    if config["metrics"]["extractor"] == "demo-trained" and config["metrics"].get("demo_extractor") not in config["demo_cnns"]:
+        raise unknown_name_error("demo_cnns entry", str(config["metrics"].get("demo_extractor")), config["demo_cnns"],
+                                 f"{source}: metrics.demo_extractor (extractor demo-trained)")
     for name in config["experiments"]:
         _check_weights(config, name, experiment_settings(config, name, source), source)
     for section in ("tables", "figures"):
@@ -320,7 +330,7 @@ def _check_weights(config: dict, name: str, e: Experiment, source: str) -> None:
     metrics = list(e.evaluation.metrics) + (["fid"] if e.evaluation.snapshot_metrics or e.evaluation.compare_with else [])
     needed += [w for m in metrics for w in metric_weights("fid" if m == "fid_dataset" else m, e.evaluation.features)]
     for w in dict.fromkeys(needed):
-        if w not in config["weights"]:
+        if w not in config["weights"] and w not in config["demo_cnns"]:
             raise ConfigError(f"{source}: experiments.{name} reads the pretrained weights of {w!r}, which the registry "
                               f"does not declare: add weights.{w} (kind, url, sha256, description; d2o.weights), or "
                               f"set offline: true for random-init networks")
@@ -328,7 +338,7 @@ def _check_weights(config: dict, name: str, e: Experiment, source: str) -> None:
 
 def metric_features(config: dict) -> MetricFeatures:
     """The registry's metric feature extractors (`metrics` block and `offline`), typed."""
-    return MetricFeatures(**config["metrics"], offline=config["offline"])
+    return metric_features_of(config["metrics"], config["offline"])
 
 
 ARCHITECTURES = ("NCSN++", "DDPM++", "ADM")

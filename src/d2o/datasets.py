@@ -225,10 +225,13 @@ def convert_image_folder(src: str | Path, dest: str | Path, resolution: int, tra
     return write_dataset_zip(dest, images, labels, total=len(files))
 
 
-def make_shapes(num_images: int, resolution: int = 16, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def make_shapes(num_images: int, resolution: int = 16, seed: int = 0, attributes: bool = False,
+                radius: tuple[float, float] = (0.15, 0.3)):
     """Offline demo data: one coloured disc, square, triangle or ring on a smooth two-colour gradient.
 
-    Labels are the shape class (4 classes). Deterministic in `seed`; anti-aliased by 4x supersampling.
+    Returns (images uint8 NHWC, labels): labels are the shape class (4 classes). Deterministic in `seed`;
+    anti-aliased by 4x supersampling; shape radius uniform in `radius` (of the image side). `attributes=True` also returns what each scene was drawn from: `fg`, `bg0`,
+    `bg1` (RGB in [0, 1]), `radius`, `center` (x, y) (the trained demo extractor's regression targets).
     """
     rng = np.random.default_rng(seed)
     ss = 4
@@ -236,13 +239,16 @@ def make_shapes(num_images: int, resolution: int = 16, seed: int = 0) -> tuple[n
     yy, xx = np.mgrid[0:n, 0:n].astype(np.float32) / n
     images = np.empty((num_images, resolution, resolution, 3), np.uint8)
     labels = rng.integers(0, 4, size=num_images)
+    attrs = {k: np.empty((num_images, d), np.float32) for k, d in (("fg", 3), ("bg0", 3), ("bg1", 3), ("center", 2))}
+    attrs["radius"] = np.empty(num_images, np.float32)
     for i, cls in enumerate(labels):
         c0, c1, fg = rng.uniform(0, 1, 3), rng.uniform(0, 1, 3), rng.uniform(0, 1, 3)
         angle = rng.uniform(0, 2 * np.pi)
         t = np.clip(0.5 + (xx - 0.5) * np.cos(angle) + (yy - 0.5) * np.sin(angle), 0, 1)[..., None]
         img = c0 * (1 - t) + c1 * t
         cx, cy = rng.uniform(0.3, 0.7, 2)
-        r = rng.uniform(0.15, 0.3)
+        r = rng.uniform(*radius)
+        attrs["fg"][i], attrs["bg0"][i], attrs["bg1"][i], attrs["center"][i], attrs["radius"][i] = fg, c0, c1, (cx, cy), r
         dx, dy = xx - cx, yy - cy
         if cls == 0:
             mask = dx**2 + dy**2 < r**2
@@ -256,7 +262,7 @@ def make_shapes(num_images: int, resolution: int = 16, seed: int = 0) -> tuple[n
         img = np.where(mask[..., None], fg, img)
         img = img.reshape(resolution, ss, resolution, ss, 3).mean(axis=(1, 3))
         images[i] = np.clip(img * 255 + 0.5, 0, 255).astype(np.uint8)
-    return images, labels
+    return (images, labels, attrs) if attributes else (images, labels)
 
 
 def _check_count(name: str, where, images: int, classes: int | None, expected: dict) -> None:
@@ -307,7 +313,8 @@ def prepare_dataset(spec: dict, dest: str | Path, source_file: str | Path | None
     src, res = spec["source"], spec["resolution"]
     fmt, expected = src["format"], spec.get("expected", {})
     if fmt == "shapes":
-        images, labels = make_shapes(src.get("num_images", 2048), res, src.get("seed", 0))
+        images, labels = make_shapes(src.get("num_images", 2048), res, src.get("seed", 0),
+                                     radius=tuple(src.get("radius", (0.15, 0.3))))
         _check_count(name, "procedural source", len(images), len(set(labels.tolist())), expected)
         return write_dataset_zip(dest, images, labels if spec["label_dim"] else None, total=len(images))
     if fmt == "cifar10":

@@ -6,6 +6,7 @@
 | `tf_efficientnet_lite0`           | timm        | mean = std = 0.5    | stem + blocks[0:2], blocks[2], blocks[3:5], blocks[5:]: 24/40/112/320 @ 56/28/14/7 |
 | `deit_base_distilled_patch16_224` | timm        | ImageNet mean/std   | blocks 2/5/8/11, patch tokens (class and distillation tokens dropped) as 14x14 maps, random readout to 96/192/384/768 @ 56/28/14/7 |
 | `tiny`                            | this file   | mean = std = 0.5    | DEMO-ONLY random convnet, strides 2/4/8/16, 16/32/64/64 channels, no resize |
+| `demo-cnn`                        | d2o.demo_cnn | mean = std = 0.5   | DEMO-ONLY CNN the DAG trains on the demo shapes, strides 1/2/4/8, 32/64/128/128 channels, no resize |
 
 `tiny` is not part of D2O: it is a small random-init stand-in so that the offline CPU demo can train a
 projected discriminator on 16-32 px images in seconds. Results obtained with it are not comparable with the paper.
@@ -29,7 +30,7 @@ import torch.nn.functional as F
 IMAGENET_STATS = {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
 HALF_STATS = {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}
 
-BACKBONES = ("vgg16_bn", "tf_efficientnet_lite0", "deit_base_distilled_patch16_224", "tiny")
+BACKBONES = ("vgg16_bn", "tf_efficientnet_lite0", "deit_base_distilled_patch16_224", "tiny", "demo-cnn")
 RESIZED = ("vgg16_bn", "tf_efficientnet_lite0", "deit_base_distilled_patch16_224")  # resized to `resolution`
 
 
@@ -312,8 +313,29 @@ class TinyFeatures(FeatureNetwork):
     forward = VGG16BNFeatures.forward
 
 
+class DemoCNNFeatures(FeatureNetwork):
+    """DEMO-ONLY stand-in for an ImageNet-pretrained backbone (not in D2O): the frozen conv trunk of a CNN the DAG
+    trains on the demo's shapes (d2o.demo_cnn, registry demo_cnns.demo-cnn), taps at strides 1/2/4/8 (the last an
+    average pool), 32/64/128/128 channels; not resized. `weights`: the DAG's file; without one, random init."""
+
+    name, channels, strides, normstats, resize = "demo-cnn", (32, 64, 128, 128), (1, 2, 4, 8), HALF_STATS, False
+
+    def __init__(self, pretrained: bool = False, weights: str | os.PathLike | None = None):
+        super().__init__()
+        from d2o.demo_cnn import DemoCNN, load_demo_cnn
+
+        if weights is None and pretrained:
+            raise ValueError("d2o.feature_networks: backbone 'demo-cnn' is trained by the DAG (rule train_demo_cnn); "
+                             "pass its file as weights")
+        c = (load_demo_cnn(weights) if weights is not None else DemoCNN()).convs
+        self.layers = nn.ModuleList([c[0:2], c[2:4], c[4:8], nn.AvgPool2d(2)])
+        self.freeze()
+
+    forward = VGG16BNFeatures.forward
+
+
 _CLASSES = {"vgg16_bn": VGG16BNFeatures, "tf_efficientnet_lite0": EfficientNetLite0Features,
-            "deit_base_distilled_patch16_224": DeiTBaseDistilledFeatures, "tiny": TinyFeatures}
+            "deit_base_distilled_patch16_224": DeiTBaseDistilledFeatures, "tiny": TinyFeatures, "demo-cnn": DemoCNNFeatures}
 
 
 def build_feature_network(name: str, pretrained: bool = True,

@@ -198,7 +198,11 @@ def tile(images, ncols: int) -> np.ndarray:
     return out
 
 
-def fig5(grids: dict, label: str, ncols: int = 8):
+REAL_ROW = "dataset images"
+
+
+def fig5(grids: dict, label: str, ncols: int = 8,
+         title: str = "Fig 5: samples from the same seeds (EDM top, D2O middle, D2O-F bottom)"):
     """Fig 5: same-seed samples, rows EDM / D2O / D2O-F, one column per dataset.
 
     grids: dataset -> model -> uint8 (N, H, W, 3).
@@ -217,10 +221,16 @@ def fig5(grids: dict, label: str, ncols: int = 8):
                 ax.set_title(ds)
             if j == 0:
                 ax.set_ylabel(m)
-    fig.suptitle("Fig 5: samples from the same seeds (EDM top, D2O middle, D2O-F bottom)")
+    fig.suptitle(title)
     _footnote(fig, label)
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     return fig
+
+
+def grids(images: dict, label: str, ncols: int = 8):
+    """Figs 7-21: the real images of each dataset (top row, REAL_ROW), then every model's samples from the same
+    seeds. images: dataset -> row name -> uint8 (N, H, W, 3)."""
+    return fig5(images, label, ncols, title="Samples from the same seeds, below real images of the dataset")
 
 
 def fig6(feature_maps: dict, radial_shallow, radial_deep, sigmas, label: str):

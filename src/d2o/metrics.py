@@ -42,11 +42,14 @@ from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from_dataset
 
 from d2o.datasets import ImageZipDataset
+from d2o.demo_cnn import NAME as DEMO_CNN_NAME
+from d2o.demo_cnn import DemoCNNExtractor
 from d2o.io import atomic_path
 
 PAPER_LABEL = "paper protocol"
 DEMO_LABEL = "demo features, not comparable with the paper"
 DEMO_EXTRACTOR = "d2o-demo-randcnn"
+DEMO_TRAINED = DEMO_CNN_NAME  # the demo's trained extractor (d2o.demo_cnn)
 
 # ----------------------------------------------------------------------------------------------------------------
 # torch-fidelity calls with checked keyword names.
@@ -276,17 +279,25 @@ FEATURE_EXTRACTORS_REGISTRY["inception-v3-compat"] = RegistryInceptionV3
 FEATURE_EXTRACTORS_REGISTRY["clip-vit-b-32"] = RegistryCLIP
 
 
-def extractor_settings(offline: bool) -> dict:
-    """Feature extractor names/layers per metric and the result label: the paper protocol or the offline demo."""
-    if offline:
-        return dict(feature_extractor=DEMO_EXTRACTOR, layer_fid="feat", layer_isc="logits", layer_prc="feat",
-                    clip_extractor=DEMO_EXTRACTOR, layer_clip="feat", label=DEMO_LABEL)
+FEATURE_EXTRACTORS_REGISTRY[DEMO_TRAINED] = DemoCNNExtractor
+
+
+def extractor_settings(mode: str | bool) -> dict:
+    """Feature extractor names/layers per metric and the result label, by the registry's `metrics.extractor`:
+    `inception` (the paper protocol: Inception-v3, CLIP ViT-B/32 for CLIP-FID), `demo-trained` (the CNN the DAG
+    trains on the demo shapes, d2o.demo_cnn, for every demo metric) or `demo` (a fixed random CNN). A bool is
+    the older offline switch (True: `demo`)."""
+    mode = {True: "demo", False: "inception"}.get(mode, mode) if isinstance(mode, bool) else mode
+    if mode in ("demo", "demo-trained"):
+        name = DEMO_EXTRACTOR if mode == "demo" else DEMO_TRAINED
+        return dict(feature_extractor=name, layer_fid="feat", layer_isc="logits", layer_prc="feat",
+                    clip_extractor=name, layer_clip="feat", label=DEMO_LABEL)
     return dict(feature_extractor="inception-v3-compat", layer_fid="2048", layer_isc="logits_unbiased",
                 layer_prc="2048", clip_extractor="clip-vit-b-32", layer_clip="clip", label=PAPER_LABEL)
 
 
 def _label_for(feature_extractor: str) -> str:
-    return DEMO_LABEL if feature_extractor == DEMO_EXTRACTOR else PAPER_LABEL
+    return DEMO_LABEL if feature_extractor in (DEMO_EXTRACTOR, DEMO_TRAINED) else PAPER_LABEL
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -190,9 +190,10 @@ class Sampling:
 @dataclass(frozen=True)
 class MetricFeatures:
     """The registry's feature extractors (`metrics`): one setting for every metric of the registry."""
-    extractor: str                 # inception (the paper protocol) | demo (fixed random CNN)
+    extractor: str                 # inception (the paper protocol) | demo-trained (the DAG's demo CNN) | demo (random CNN)
     offline: bool                  # random-init extractors (no weight files)
     batch: int                     # images per feature batch
+    demo_extractor: str | None     # demo-trained: the registry's demo_cnns entry every metric reads (None otherwise)
 
 
 @dataclass(frozen=True)
@@ -245,7 +246,7 @@ class Experiment:
             raise SettingsError(f"experiments.{name}.{key}: {why}; remove it")
         training = execution = None
         ev = r["eval"]
-        features = MetricFeatures(**r["metrics"], offline=r["offline"])
+        features = metric_features_of(r["metrics"], r["offline"])
         if r["kind"] == "train":
             training, execution = _training(r), _execution(r)
             sampling = Sampling(r["label_dim"], training.generator_steps, training.middle_sigma, None,
@@ -371,6 +372,12 @@ def _execution(r: dict) -> Execution:
 def to_dict(obj) -> dict:
     """A settings object as plain JSON types (tuples as lists)."""
     return json.loads(json.dumps(dataclasses.asdict(obj)))
+
+
+def metric_features_of(metrics: dict, offline: bool) -> MetricFeatures:
+    """The typed `metrics` block of a registry (the demo extractor's spec only where it is the extractor)."""
+    demo = metrics.get("demo_extractor") if metrics["extractor"] == "demo-trained" else None
+    return MetricFeatures(metrics["extractor"], offline, metrics["batch"], demo)
 
 
 def from_dict(cls, data: dict):

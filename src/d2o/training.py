@@ -427,7 +427,6 @@ class Trainer:
 
     def run(self, output: str | Path, stop_after_iters: int | None = None) -> int:
         """Train to the end (or to `stop_after_iters`, for tests); returns 0 when done or RESUME_EXIT_CODE."""
-        x = self.x
         if self.rank == 0:
             self.run_dir.acquire()  # one trainer per experiment's runs (refuses at once, naming the holder)
         try:

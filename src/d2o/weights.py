@@ -32,6 +32,7 @@ import torch
 FORMAT = "d2o-weights-v1"
 HUB_OFF = "D2O_NO_HUB_WEIGHTS"  # set in every job's environment (rules/common.smk): no library may fetch weights
 INCEPTION, CLIP = "inception-v3-compat", "clip-vit-b-32"
+DAG_TRAINED = ("demo-cnn",)  # backbones whose weights the DAG trains itself (registry demo_cnns; d2o.demo_cnn)
 KINDS = {  # kind -> the networks it can hold (class-embedding: any registry name)
     "torchvision": ("vgg16_bn", "vgg16"),
     "timm": ("tf_efficientnet_lite0", "deit_base_distilled_patch16_224"),
@@ -50,15 +51,16 @@ class WeightsError(ValueError):
 
 def training_weights(t) -> tuple[str, ...]:
     """Registry weights a training run (d2o.settings.Training) reads: its discriminator's pretrained networks, the
-    class embedding of its conditional heads, CD's LPIPS backbone. None for an offline registry (random init)."""
-    if t.offline:
-        return ()
+    class embedding of its conditional heads, CD's LPIPS backbone. An offline registry reads none (random init) but
+    the backbones the DAG trains itself (the demo's `demo-cnn`)."""
     names = []
     d = t.discriminator if t.uses_gan else None
-    if d is not None and d.type == "projected":
-        names += [b for b in d.backbones if b != "tiny"]
-        if d.class_embedding and t.label_dim:
+    if d is not None and d.type == "projected":  # the demo's trained backbone even offline: the DAG makes it
+        names += [b for b in d.backbones if b in DAG_TRAINED or not t.offline and b != "tiny"]
+        if d.class_embedding and t.label_dim and not t.offline:
             names.append(d.class_embedding)
+    if t.offline:
+        return tuple(names)
     elif d is not None and d.type in ("vgg16", "lpips"):
         names.append("vgg16")
     if t.uses_cd:
@@ -68,7 +70,7 @@ def training_weights(t) -> tuple[str, ...]:
 
 def metric_weights(metric: str, features) -> tuple[str, ...]:
     """Registry weights a metric job (d2o.settings.MetricFeatures) reads: Inception or CLIP ViT-B/32."""
-    if features.offline or features.extractor == "demo":
+    if features.offline or features.extractor != "inception":  # the demo's extractors: no download
         return ()
     return (CLIP,) if metric == "clip_fid" else (INCEPTION,)
 

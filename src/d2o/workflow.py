@@ -46,9 +46,9 @@ def metric_kwargs(features, which: str = "fid", weights=(), label: str | None = 
     `label`: the registry's (e.g. a smoke run's), kept unless the features are the demo's."""
     from d2o import metrics
 
-    demo = features.offline or features.extractor == "demo"
-    s = metrics.extractor_settings(demo)
-    if label and not demo:
+    mode = "demo" if features.offline and features.extractor == "inception" else features.extractor
+    s = metrics.extractor_settings(mode)
+    if label and mode == "inception":
         s["label"] = label
     weights = list(weights or [])
     if len(weights) > 1:

@@ -4,6 +4,7 @@ from pathlib import Path
 import numpy as np
 
 from d2o import figures, report
+from d2o.datasets import read_dataset_zip
 from d2o.literature import load_literature
 from d2o.workflow import from_snakemake
 
@@ -39,8 +40,11 @@ elif name in ("fig5", "grids"):
     grids = {}
     for slot, exp in p.slots.items():
         dataset, model = figures.grid_slot(slot)
-        grids.setdefault(dataset, {})[model] = np.load(results / "grids" / f"{exp}.npz")["images"]
-    fig = figures.fig5(grids, p.label)
+        images = np.load(results / "grids" / f"{exp}.npz")["images"]
+        if name == "grids" and dataset not in grids:  # the real images first (as many as each model shows)
+            grids[dataset] = {figures.REAL_ROW: read_dataset_zip(p.datasets[slot], max_images=len(images))[0]}
+        grids.setdefault(dataset, {})[model] = images
+    fig = figures.fig5(grids, p.label) if name == "fig5" else figures.grids(grids, p.label)
 else:
     raise ValueError(f"unknown figure {name}")
 figures.save(fig, stem)
