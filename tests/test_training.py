@@ -114,13 +114,19 @@ def test_stop_and_resume_is_bitwise_identical(toy, tmp_path):
     assert [s["it"] for s in json.loads((tmp_path / "b" / "train.json").read_text())["starts"]] == [5]
 
 
+def _cli_with_reference(root, tmp_path):
+    """The train.py command of a run folder (one thread), after an uninterrupted reference run in tmp_path/ref."""
+    cmd = lambda run: [sys.executable, "workflow/scripts/train.py", *_cli_args(root, run)]  # noqa: E731
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run(cmd(tmp_path / "ref"), check=True, env=env, capture_output=True)
+    return cmd, env
+
+
 @pytest.mark.slow
 def test_sigkill_at_random_points_then_resume(toy, tmp_path):
     """SIGKILL the training CLI at several moments; the restarted run ends bitwise-identical to an uninterrupted one."""
     root, exp = toy
-    cmd = lambda run: [sys.executable, "workflow/scripts/train.py", *_cli_args(root, run)]  # noqa: E731
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run(cmd(tmp_path / "ref"), check=True, env=env, capture_output=True)
+    cmd, env = _cli_with_reference(root, tmp_path)
     run = tmp_path / "killed"
     killed_mid_run = 0
     for target in (2, 5, 8):  # kill once the run has logged this many iterations (state is saved every iteration)
@@ -523,9 +529,7 @@ def test_one_trainer_per_experiment(toy, tmp_path, caplog):
 def test_ctrl_c_saves_the_state(toy, tmp_path):
     """SIGINT (Ctrl-C) saves the state like SIGTERM and exits 75; the rerun resumes and ends bitwise as an uninterrupted run."""
     root, exp = toy
-    cmd = lambda run: [sys.executable, "workflow/scripts/train.py", *_cli_args(root, run)]  # noqa: E731
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run(cmd(tmp_path / "ref"), check=True, env=env, capture_output=True)
+    cmd, env = _cli_with_reference(root, tmp_path)
     run = tmp_path / "int"
     p = subprocess.Popen(cmd(run), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     while p.poll() is None and not list(run.glob("*/stats.jsonl")):

@@ -126,20 +126,19 @@ def summary_of(path: str | os.PathLike) -> dict:
     return json.loads(Path(path).with_suffix(".json").read_text())
 
 
-class DemoCNNExtractor(FeatureExtractorBase):
-    """torch-fidelity extractor "d2o-demo-cnn": layers 'feat' (FID, KID, PR) and 'logits' (IS) of the trained
-    DemoCNN read from `feature_extractor_weights_path`."""
+class DemoExtractorBase(FeatureExtractorBase):
+    """torch-fidelity glue of the demo's extractors: uint8 Bx3xHxW in, layers 'feat' (FID, KID, PR) and 'logits' (IS)
+    out of `features(x) -> dict`; not compiled."""
 
-    def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
-        super().__init__(name, features_list)
-        if feature_extractor_weights_path is None:
-            raise ValueError(f"{NAME}: needs the trained CNN's file (rule train_demo_cnn)")
-        self.net = load_demo_cnn(feature_extractor_weights_path)
+    DUMMY_SIZE = 16
+
+    def features(self, x: torch.Tensor) -> dict:
+        raise NotImplementedError
 
     def forward(self, x):
         if not (torch.is_tensor(x) and x.dtype == torch.uint8 and x.ndim == 4 and x.shape[1] == 3):
-            raise ValueError(f"{NAME}: expected uint8 Bx3xHxW, got {getattr(x, 'shape', None)}")
-        out = self.net(x)
+            raise ValueError(f"{self.name}: expected uint8 Bx3xHxW, got {getattr(x, 'shape', None)}")
+        out = self.features(x)
         return tuple(out[a] for a in self.features_list)
 
     @staticmethod
@@ -154,6 +153,19 @@ class DemoCNNExtractor(FeatureExtractorBase):
     def can_be_compiled():
         return False
 
-    @staticmethod
-    def get_dummy_input_for_compile():
-        return torch.zeros(1, 3, 16, 16, dtype=torch.uint8)
+    @classmethod
+    def get_dummy_input_for_compile(cls):
+        return torch.zeros(1, 3, cls.DUMMY_SIZE, cls.DUMMY_SIZE, dtype=torch.uint8)
+
+
+class DemoCNNExtractor(DemoExtractorBase):
+    """torch-fidelity extractor "d2o-demo-cnn": the trained DemoCNN read from `feature_extractor_weights_path`."""
+
+    def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
+        super().__init__(name, features_list)
+        if feature_extractor_weights_path is None:
+            raise ValueError(f"{NAME}: needs the trained CNN's file (rule train_demo_cnn)")
+        self.net = load_demo_cnn(feature_extractor_weights_path)
+
+    def features(self, x):
+        return self.net(x)

@@ -43,7 +43,7 @@ from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from
 
 from d2o.datasets import ImageZipDataset
 from d2o.demo_cnn import NAME as DEMO_CNN_NAME
-from d2o.demo_cnn import DemoCNNExtractor
+from d2o.demo_cnn import DemoCNNExtractor, DemoExtractorBase
 from d2o.io import atomic_path
 
 PAPER_LABEL = "paper protocol"
@@ -167,7 +167,7 @@ def select_subset(dataset: Dataset, num_samples: int | None, allow_fewer: bool =
 # Demo extractor: a deterministic random-weight CNN, no weight file, no download.
 
 
-class DemoRandomCNN(FeatureExtractorBase):
+class DemoRandomCNN(DemoExtractorBase):
     """Offline stand-in feature extractor "d2o-demo-randcnn": uint8 NCHW of any size -> bilinear to 32x32 ->
     three random 3x3 convs (He-normal weights from a fixed `torch.Generator` seed) -> global mean pool.
 
@@ -177,6 +177,7 @@ class DemoRandomCNN(FeatureExtractorBase):
 
     SEED = 20250713
     WIDTHS = (3, 32, 64, 128)
+    DUMMY_SIZE = 32
 
     def __init__(self, name, features_list, **kwargs):  # every calculate_metrics kwarg is forwarded here
         super().__init__(name, features_list)
@@ -193,32 +194,13 @@ class DemoRandomCNN(FeatureExtractorBase):
         self.requires_grad_(False)
         self.eval()
 
-    def forward(self, x):
-        if not (torch.is_tensor(x) and x.dtype == torch.uint8 and x.ndim == 4 and x.shape[1] == 3):
-            raise ValueError(f"{DEMO_EXTRACTOR}: expected uint8 Bx3xHxW, got {getattr(x, 'shape', None)}.")
+    def features(self, x):
         x = x.to(torch.float32) / 127.5 - 1
         x = F.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False)
         for conv in self.convs:
             x = F.relu(conv(x))
         feat = x.mean(dim=(2, 3))
-        out = {"feat": feat, "logits": self.fc(feat)}
-        return tuple(out[a] for a in self.features_list)
-
-    @staticmethod
-    def get_provided_features_list():
-        return ("feat", "logits")
-
-    @staticmethod
-    def get_default_feature_layer_for_metric(metric):
-        return {"isc": "logits", "fid": "feat", "kid": "feat", "prc": "feat"}[metric]
-
-    @staticmethod
-    def can_be_compiled():
-        return False
-
-    @staticmethod
-    def get_dummy_input_for_compile():
-        return torch.zeros(1, 3, 32, 32, dtype=torch.uint8)
+        return {"feat": feat, "logits": self.fc(feat)}
 
 
 def register_demo_extractor() -> None:
