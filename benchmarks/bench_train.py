@@ -1,15 +1,18 @@
 #!/usr/bin/env python3
-"""One D2O iteration at the CIFAR-10 paper configuration (G step + D step + amortised lazy R1): images/s and FLOP rate.
+"""One D2O iteration of a paper experiment (G step + D step + amortised lazy R1): images/s and FLOP rate.
 
-Builds the real CIFAR-10 NCSN++ generator (random weights) and the paper's discriminator (vgg16_bn +
-tf_efficientnet_lite0, random weights: `offline`), a synthetic 32x32 dataset, and times Trainer.step() for each
-variant (D precision). FLOPs per image are counted with torch.utils.flop_counter on
+`--experiment` picks the iteration: cifar10-uncond-d2o (the default: NCSN++ 32, VGG16-BN + EfficientNet-Lite0),
+afhqv2-d2o (NCSN++ 64, DeiT-B + EfficientNet-Lite0), imagenet64-d2o-f (ADM 64 with 1000 classes, conditional heads,
+D2O-F). Builds the experiment's generator (its EDM checkpoint's released architecture, d2o.edm.released; random
+weights) and discriminator (random weights: `offline`), a synthetic dataset of its resolution and classes, and times
+Trainer.step() for each variant (D precision). FLOPs per image are counted with torch.utils.flop_counter on
 iteration 0 (no R1: the counter cannot follow R1's double backward), run eagerly, and so are the computing ATen
 operators (a proxy for kernel launches; optimiser steps and EMA excluded, as they are fused on CUDA). Iterations 1..16 warm up (cuDNN autotuning,
 the first R1 at iteration 16); the timed window is iterations 17..16+N, so with N a multiple of 16 it
 holds exactly N/16 R1 steps, the paper's amortisation.
 
     python benchmarks/bench_train.py --batch 4 --iters 2 --warmup 1                  # CPU, reduced batch
+    python benchmarks/bench_train.py --experiment imagenet64-d2o-f --batch 2 --iters 1 --warmup 0
     python benchmarks/bench_train.py --batch 64 --variants fp32,tf32,bf16             # one GPU (per-GPU batch of the
                                                                                       # paper's 4-GPU CIFAR-10 runs)
 A variant is a D precision: fp32 (the authors': G bf16, D fp32, TF32 off), tf32, bf16, optionally with a torch.compile
@@ -35,11 +38,8 @@ from d2o.config import load_config, resolve_experiment
 from d2o.settings import Experiment
 from d2o.datasets import write_dataset_zip
 from d2o.edm import model_io
+from d2o.edm.released import released_network
 from d2o.training import Trainer
-
-CIFAR = dict(img_resolution=32, img_channels=3, label_dim=0, model_type="SongUNet", augment_dim=9, model_channels=128,
-             channel_mult=[2, 2, 2], channel_mult_noise=2, embedding_type="fourier", encoder_type="residual",
-             decoder_type="standard", resample_filter=[1, 3, 3, 1], attn_resolutions=[16], num_blocks=4, dropout=0.13)
 
 
 class OpCounter(TorchDispatchMode):
@@ -182,8 +182,12 @@ def main():
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp())
     rng = np.random.default_rng(0)
-    write_dataset_zip(tmp / "data.zip", rng.integers(0, 256, (max(256, args.batch * 4), 32, 32, 3), dtype=np.uint8))
-    model_io.save_model(model_io.build("EDMPrecond", **CIFAR), tmp / "init.safetensors")
+    r = resolve_experiment(load_config("config/config.yaml"), args.experiment)
+    net = released_network(r["init"])  # the experiment's generator: its EDM checkpoint's architecture, random weights
+    n, res, label_dim = max(256, args.batch * 4), net["img_resolution"], net["label_dim"]
+    write_dataset_zip(tmp / "data.zip", rng.integers(0, 256, (n, res, res, 3), dtype=np.uint8),
+                      rng.integers(0, label_dim, n) if label_dim else None)
+    model_io.save_model(model_io.build("EDMPrecond", **net), tmp / "init.safetensors")
     for variant in args.variants.split(","):
         res = bench(variant, args, tmp)
         print(json.dumps(res), flush=True)

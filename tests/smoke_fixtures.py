@@ -32,6 +32,8 @@ import PIL.Image
 import torch
 import torch.nn as nn
 
+from d2o.edm.released import RELEASED, released_network
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import helpers_edm_pickle as hep  # noqa: E402
 
@@ -252,18 +254,11 @@ def write_class_embedding(root) -> Path:
 
 # ---------------------------------------------------------------------------------------------- EDM checkpoints
 
-_NCSNPP = dict(model_type="SongUNet", embedding_type="fourier", encoder_type="residual", decoder_type="standard",
-               channel_mult_noise=2, resample_filter=[1, 3, 3, 1], model_channels=128, channel_mult=[2, 2, 2])
-_DDPMPP = dict(model_type="SongUNet", embedding_type="positional", encoder_type="standard", decoder_type="standard",
-               channel_mult_noise=1, resample_filter=[1, 1], model_channels=128, channel_mult=[2, 2, 2])
-_ADM = dict(model_type="DhariwalUNet", model_channels=192, channel_mult=[1, 2, 3, 4])
-
-
-def _edm(arch, res, label_dim, dropout, augment, zip_name, size, fp16=False, cres=None):
-    """EDM train.py's network kwargs (in its order: arch, --cres, augment_dim 9 iff --augment, dropout, use_fp16, then
-    the dataset's img_resolution/img_channels/label_dim) and the pickle's augment_pipe / dataset_kwargs."""
-    kw = dict(arch, **({"channel_mult": cres} if cres else {}), **({"augment_dim": 9} if augment else {}),
-              dropout=dropout, use_fp16=fp16, img_resolution=res, img_channels=3, label_dim=label_dim)
+def _edm(name, augment, zip_name, size):
+    """A released checkpoint's network kwargs (d2o.edm.released: EDM train.py's order) and the pickle's augment_pipe
+    (--augment p; None without) / dataset_kwargs."""
+    kw = released_network(name)
+    res, label_dim = kw["img_resolution"], kw["label_dim"]
     aug = dict(p=augment, xflip=1e8, yflip=1, scale=1, rotate_frac=1, aniso=1, translate_frac=1) if augment else None
     ds = dict(class_name="training.dataset.ImageFolderDataset", path=f"datasets/{zip_name}", use_labels=label_dim > 0,
               xflip=False, cache=True, resolution=res, max_size=size)
@@ -271,21 +266,12 @@ def _edm(arch, res, label_dim, dropout, augment, zip_name, size, fp16=False, cre
 
 
 # registry name -> (upstream file name, network kwargs, augment kwargs, dataset kwargs); EDM README's training commands
-EDM_CHECKPOINTS = {
-    "edm-cifar10-uncond": ("edm-cifar10-32x32-uncond-ve.pkl", *_edm(_NCSNPP, 32, 0, 0.13, 0.12, "cifar10-32x32.zip", 50000)),
-    "edm-cifar10-cond": ("edm-cifar10-32x32-cond-ve.pkl", *_edm(_NCSNPP, 32, 10, 0.13, 0.12, "cifar10-32x32.zip", 50000)),
-    "edm-afhqv2": ("edm-afhqv2-64x64-uncond-ve.pkl",
-                   *_edm(_NCSNPP, 64, 0, 0.25, 0.15, "afhqv2-64x64.zip", 15803, cres=[1, 2, 2, 2])),
-    "edm-ffhq": ("edm-ffhq-64x64-uncond-ve.pkl", *_edm(_NCSNPP, 64, 0, 0.05, 0.15, "ffhq-64x64.zip", 70000, cres=[1, 2, 2, 2])),
-    "edm-imagenet": ("edm-imagenet-64x64-cond-adm.pkl",
-                     *_edm(_ADM, 64, 1000, 0.10, 0, "imagenet-64x64.zip", 1281167, fp16=True)),
-    "edm-cifar10-uncond-vp": ("edm-cifar10-32x32-uncond-vp.pkl", *_edm(_DDPMPP, 32, 0, 0.13, 0.12, "cifar10-32x32.zip", 50000)),
-    "edm-cifar10-cond-vp": ("edm-cifar10-32x32-cond-vp.pkl", *_edm(_DDPMPP, 32, 10, 0.13, 0.12, "cifar10-32x32.zip", 50000)),
-    "edm-afhqv2-vp": ("edm-afhqv2-64x64-uncond-vp.pkl",
-                      *_edm(_DDPMPP, 64, 0, 0.25, 0.15, "afhqv2-64x64.zip", 15803, cres=[1, 2, 2, 2])),
-    "edm-ffhq-vp": ("edm-ffhq-64x64-uncond-vp.pkl",
-                    *_edm(_DDPMPP, 64, 0, 0.05, 0.15, "ffhq-64x64.zip", 70000, cres=[1, 2, 2, 2])),
-}
+_PICKLES = {"edm-cifar10-uncond": (0.12, "cifar10-32x32.zip", 50000), "edm-cifar10-cond": (0.12, "cifar10-32x32.zip", 50000),
+            "edm-afhqv2": (0.15, "afhqv2-64x64.zip", 15803), "edm-ffhq": (0.15, "ffhq-64x64.zip", 70000),
+            "edm-imagenet": (0, "imagenet-64x64.zip", 1281167),
+            "edm-cifar10-uncond-vp": (0.12, "cifar10-32x32.zip", 50000), "edm-cifar10-cond-vp": (0.12, "cifar10-32x32.zip", 50000),
+            "edm-afhqv2-vp": (0.15, "afhqv2-64x64.zip", 15803), "edm-ffhq-vp": (0.15, "ffhq-64x64.zip", 70000)}
+EDM_CHECKPOINTS = {k: (RELEASED[k][0], *_edm(k, *v)) for k, v in _PICKLES.items()}
 # EDM's AugmentPipe.__init__ defaults (every argument is stored as a float attribute)
 _AUGMENT_DEFAULTS = dict(p=1, xflip=0, yflip=0, rotate_int=0, translate_int=0, translate_int_max=0.125, scale=0,
                          rotate_frac=0, aniso=0, translate_frac=0, scale_std=0.2, rotate_frac_max=1, aniso_std=0.2,

@@ -88,6 +88,18 @@ def test_parameter_counts_on_meta_device(res, kwargs, expected):
     assert list(net.state_dict()) == list(d2o_net.state_dict())
 
 
+@pytest.mark.parametrize("name,expected", [("edm-cifar10-uncond", 56_397_827), ("edm-cifar10-cond", 56_400_643),
+                                           ("edm-afhqv2", 62_761_091), ("edm-ffhq", 62_761_091),
+                                           ("edm-imagenet", 295_899_267), ("edm-cifar10-uncond-vp", 55_733_891),
+                                           ("edm-cifar10-cond-vp", 55_735_299)])
+def test_released_networks_have_edms_parameter_counts(name, expected):
+    """d2o.edm.released (what the benchmark and the smoke run build): EDM's parameter counts of each checkpoint."""
+    from d2o.edm.released import released_network
+
+    with torch.device("meta"):
+        assert _count(edm.EDMPrecond(**released_network(name))) == expected
+
+
 def test_all_preconds_build_on_meta_and_expose_attributes():
     with torch.device("meta"):
         built = [edm.VPPrecond(32, 3, **DDPMPP), edm.VEPrecond(32, 3, **NCSNPP), edm.iDDPMPrecond(64, 3),
