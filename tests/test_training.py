@@ -555,3 +555,10 @@ def test_a_run_refuses_an_incomplete_dataset(toy, tmp_path):
     with pytest.raises(ValueError, match=r"data.zip: 64 images, datasets.shapes16.expected says 2,048: the zip was built "
                                          r"from an incomplete source"):
         _trainer(root, dict(exp, dataset_images=2048), tmp_path / "r")
+
+
+def test_keep_state_false_deletes_the_finished_state(toy, tmp_path):
+    """keep_state: false (the smoke run): the model and train.json are written, the finished state is not kept."""
+    root, exp = toy
+    t, code = _run(root, dict(exp, keep_state=False, duration_mimg=8 * 2 / 1e6), tmp_path / "runs")
+    assert code == 0 and (tmp_path / "runs" / "model.safetensors").exists() and not t.run_dir.state_file.exists()

@@ -42,7 +42,8 @@ METHOD_UNUSED = {"gan": ("cd",), "cd": ("discriminator", "loss", "r1_gamma", "r1
 # The parts of an Experiment the DAG writes to files (rule `settings`), each read by the jobs it can change.
 PARTS = ("training", "execution", "sampling", "evaluation")
 # Keys of the resolved dict that go to Execution rather than Training.
-EXECUTION_KEYS = ("round_batch", "compile", "deterministic", "state_minutes", "stop_margin_s", "log_every_kimg")
+EXECUTION_KEYS = ("round_batch", "compile", "deterministic", "state_minutes", "stop_margin_s", "log_every_kimg",
+                  "keep_state")
 
 
 class SettingsError(ValueError):
@@ -157,6 +158,7 @@ class Execution:
     state_minutes: float      # minutes between training-state saves
     stop_margin_s: float      # under SLURM: save and exit this long before the job's time limit
     log_every_kimg: float     # kimg between log lines / stats records
+    keep_state: bool          # keep a finished run's training state (false: deleted once the model is written)
 
 
 @dataclass(frozen=True)
@@ -363,7 +365,7 @@ def batch_split(batch: int, gpus: int, batch_gpu: int | None, round_batch: int |
 def _execution(r: dict) -> Execution:
     compile_mode = "off" if r["compile"] in (False, "off") else r["compile"]
     return Execution(r["round_batch"], compile_mode, r["deterministic"], float(r["state_minutes"]),
-                     float(r["stop_margin_s"]), float(r["log_every_kimg"]))
+                     float(r["stop_margin_s"]), float(r["log_every_kimg"]), bool(r["keep_state"]))
 
 
 # ----------------------------------------------------------------------------------------------------------- JSON

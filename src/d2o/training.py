@@ -480,6 +480,8 @@ class Trainer:
         if self.rank == 0:
             self.write_outputs(output)
             self.run_dir.mark_finished(self.nimg)
+            if not x.keep_state:  # nothing to continue from: a longer duration retrains
+                self.run_dir.state_file.unlink(missing_ok=True)
         return 0
 
     def _save_snapshot(self, path: Path) -> None:
