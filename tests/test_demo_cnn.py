@@ -24,6 +24,7 @@ def test_trained_deterministically_and_reads_the_shapes(tmp_path):
     train_demo_cnn(SPEC, 16, ev, el, tmp_path / "b.safetensors")
     a, b = (load_demo_cnn(tmp_path / f).state_dict() for f in ("a.safetensors", "b.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert (tmp_path / "a.safetensors").read_bytes() == (tmp_path / "b.safetensors").read_bytes()  # one metadata key
     assert s["shape_accuracy"] > 0.5 and summary_of(tmp_path / "a.safetensors") == s and "demo" in s["label"]
     net = load_demo_cnn(tmp_path / "a.safetensors")
     assert net(torch.from_numpy(ev[:4]).permute(0, 3, 1, 2))["feat"].shape == (4, 128)

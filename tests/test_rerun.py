@@ -74,6 +74,8 @@ def test_what_reruns_after_an_edit(tmp_path):
         (fresh / f).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(work / f, fresh / f)
     _snakemake(fresh, new, MODEL)
+    cnn = "resources/demo/weights/demo-cnn.safetensors"  # the discriminator's backbone, trained again in fresh/
+    assert _digest(work / cnn) == _digest(fresh / cnn), "the demo CNN's training is not reproducible"
     assert _digest(work / MODEL) == _digest(fresh / MODEL) != first
 
     # back to the first settings: its finished run is not resumed into new outputs unless asked; --forcerun retrains

@@ -28,7 +28,8 @@ import torch.nn.functional as F
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 
 NAME = "d2o-demo-cnn"
-FORMAT = "d2o-demo-cnn-v1"
+FORMAT = "d2o-demo-cnn-v2"
+META_KEY = "d2o_demo_cnn"
 ATTRIBUTES = 12  # foreground RGB, gradient RGB x 2, radius, centre (x, y)
 
 
@@ -65,7 +66,9 @@ def train_demo_cnn(spec: dict, resolution: int, eval_images: np.ndarray, eval_la
     """Train DemoCNN on `spec["images"]` fresh shapes (seed `spec["seed"]`; `shapes`: the dataset's other
     make_shapes arguments, e.g. its radius range), `spec["steps"]` Adam steps of `spec["batch"]` at `spec["lr"]`;
     write it (safetensors) and its summary (`.json` beside it): shape accuracy on its training images and on
-    `eval_images` (the DAG's demo dataset). Deterministic on the CPU."""
+    `eval_images` (the DAG's demo dataset). Bitwise reproducible on one CPU thread (rule train_demo_cnn; with more,
+    MKL's GEMM may split its work by the machine's load), and so is the file (one metadata key: safetensors writes
+    several in a random order)."""
     from d2o.datasets import make_shapes
     from d2o.io import atomic_path, atomic_write_json
 
@@ -96,8 +99,8 @@ def train_demo_cnn(spec: dict, resolution: int, eval_images: np.ndarray, eval_la
 
     out = Path(out)
     with atomic_path(out) as tmp:
-        safetensors.torch.save_file(net.state_dict(), str(tmp), metadata={"format": FORMAT, "resolution": str(resolution),
-                                                                        "classes": str(net.logits.out_features)})
+        header = {"format": FORMAT, "resolution": resolution, "classes": net.logits.out_features}
+        safetensors.torch.save_file(net.state_dict(), str(tmp), metadata={META_KEY: json.dumps(header, sort_keys=True)})
     atomic_write_json(out.with_suffix(".json"), summary)
     return summary
 
@@ -114,7 +117,7 @@ def load_demo_cnn(path: str | os.PathLike) -> DemoCNN:
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
+        meta = json.loads((f.metadata() or {}).get(META_KEY, "{}"))
         if meta.get("format") != FORMAT:
             raise ValueError(f"{path}: not a demo CNN ({meta.get('format')}); rule train_demo_cnn writes it")
         net = DemoCNN(int(meta["resolution"]), int(meta["classes"]))
