@@ -138,6 +138,34 @@ def test_missing_file():
         load_config("config/nope.yaml")
 
 
+def test_yaml_syntax_error_names_file_and_line(tmp_path):
+    bad = tmp_path / "mine.yaml"
+    bad.write_text("name: mine\nexperiments:\n  a: {lr_g: [1, 2}\n")
+    with pytest.raises(ConfigError, match=r"mine.yaml:3:\d+: not valid YAML"):
+        load_config(bad)
+    (tmp_path / "list.yaml").write_text("- a\n")
+    with pytest.raises(ConfigError, match="a registry is a YAML mapping"):
+        load_config(tmp_path / "list.yaml")
+
+
+def test_overlays_merge_as_snakemake_merges_them(paper):
+    smoke = load_config(PAPER, "config/smoke.yaml")
+    assert smoke["name"] == "smoke" and smoke["experiments"].keys() == paper["experiments"].keys()
+    assert experiment_settings(smoke, "imagenet64-d2o-f").training.batch == 2
+
+
+def test_check_config_tool(tmp_path):
+    import subprocess
+    import sys
+
+    tool = [sys.executable, "tools/check_config.py"]
+    ok = subprocess.run([*tool, DEMO], capture_output=True, text=True)
+    assert ok.returncode == 0 and "valid" in ok.stdout
+    (tmp_path / "bad.yaml").write_text("experiments:\n  a: [1\n")
+    bad = subprocess.run([*tool, str(tmp_path / "bad.yaml")], capture_output=True, text=True)
+    assert bad.returncode == 1 and "bad.yaml:3:1: not valid YAML" in bad.stderr and "Traceback" not in bad.stderr
+
+
 def test_snapshot_schedule(paper):
     ks = experiment_settings(paper, "cifar10-uncond-d2o").training.snapshot_kimgs()
     assert ks[:3] == [200, 250, 500] and ks[-1] == 5000 and len(ks) == 21

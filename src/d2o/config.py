@@ -30,8 +30,17 @@ class ConfigError(ValueError):
 
 
 def _load_yaml(path: Path) -> dict:
-    with open(path) as f:
-        return yaml.safe_load(f)
+    """A YAML file; a syntax error names the file, line and column (Snakemake's own --configfile reading says only
+    "Config file is not valid JSON or YAML": tools/check_config.py reads a registry through here)."""
+    try:
+        with open(path) as f:
+            return yaml.safe_load(f)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        raise ConfigError(f"{where}: not valid YAML ({e.problem or e.context}); fix the syntax there") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({e}); fix the syntax there") from None
 
 
 def _extend_with_defaults(validator_class):
@@ -143,11 +152,20 @@ def validate(config: dict, source: str = "config") -> dict:
     return config
 
 
-def load_config(path: str | Path) -> dict:
-    path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"{path}: config file not found; use config/config.yaml (paper) or config/demo.yaml (demo)")
-    return validate(_load_yaml(path), str(path))
+def load_config(*paths: str | Path) -> dict:
+    """The validated registry of one file, or of several merged in order as Snakemake merges `--configfile a b`
+    (a nested mapping key by key, anything else replaced): e.g. config/config.yaml and the overlay config/smoke.yaml."""
+    merged: dict = {}
+    for path in map(Path, paths):
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found; use config/config.yaml (paper) or config/demo.yaml "
+                              f"(demo), and put the targets before --configfile (it takes every name after it)")
+        data = _load_yaml(path)
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: a registry is a YAML mapping (datasets:, experiments:, ...), not "
+                              f"{type(data).__name__}")
+        merged = deep_merge(merged, data)
+    return validate(merged, ", ".join(map(str, paths)))
 
 
 def _merge_link(merged: dict, origin: dict, link: dict, index: int, path: tuple = ()) -> None:
