@@ -107,8 +107,8 @@ def test_the_demo_shows_the_papers_claims_at_toy_scale(demo_dir):
     """With the trained demo extractor (it reads the shapes: accuracy recorded beside it), the demo ranks the runs as
     the paper's claims predict: one-step D2O about as good as the tiny EDM's 18-step Heun sampler, the diffusion
     pretrained generator clearly ahead of the same GAN training from scratch. Margins are loose: the test guards
-    training quality, not the third digit (measured on 2 cores: EDM 130.4, D2O 120.7, scratch 201.9; D2O-F 193.0
-    is not yet close to D2O at this budget, so it is not ranked)."""
+    training quality, not the third digit (measured on 2 cores: EDM 131.4, D2O 111.0, scratch 186.8; D2O-F is not
+    yet close to D2O at this budget, so it is not ranked)."""
     import json
 
     accuracy = {p.stem: json.loads(p.read_text())["shape_accuracy"] for p in (demo_dir.parents[1] / "resources/demo/weights").glob("*.json")}
