@@ -50,7 +50,8 @@ def test_demo_subset_through_sbatch_with_time_limit_resume(tmp_path):
     assert all(s in ("FAILED", "TIMEOUT") for s in states[:-1]), acct
     assert rows[ids["train"][0]][2] == "00:01:00" and rows[ids["train"][1]][2] == "00:02:00", acct  # runtime grows
 
-    (run,) = (tmp_path / "results/slurm-test/slurm-d2o/runs").iterdir()  # the run directory of its identity
+    (run,) = [p for p in (tmp_path / "results/slurm-test/slurm-d2o/runs").iterdir()
+              if not p.name.startswith(".")]  # the run directory of its identity (not the .trainer.lock beside it)
     stats = [json.loads(l) for l in (run / "stats.jsonl").read_text().splitlines()]
     train_log = (tmp_path / "logs/slurm-test/train/slurm-d2o.log").read_text()
     assert "resumed" in train_log, train_log[-3000:]
