@@ -229,8 +229,8 @@ def report_inputs(section, item):
             continue
         if item in ("grids", "fig5"):
             files.append(f"{R}/grids/{name}.npz")
-        if item == "grids":  # a row of real images beside the samples
-            files.append(dataset_zip(EXPERIMENTS[name].dataset))
+            if item == "grids":  # a row of real images beside the samples
+                files.append(dataset_zip(EXPERIMENTS[name].dataset))
         else:
             files += metric_files(name)
     if item in ("fig4", "fig6"):

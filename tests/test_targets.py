@@ -43,6 +43,12 @@ def test_a_typo_in_a_target_lists_the_valid_names():
     assert code != 0 and "unknown table 'tabel4' (did you mean table4" in log
 
 
+def test_sample_figures_need_samples_not_metrics():
+    code, log = _dry_run("results/figures/fig5.pdf", "--quiet", "rules")
+    rules = {line.split()[0] for line in log.splitlines() if len(line.split()) == 2 and line.split()[1].isdigit()}
+    assert code == 0 and "sample_grid" in rules and "metric" not in rules, log[-2000:]
+
+
 def test_demo_needs_the_demo_registry():
     code, log = _dry_run("demo")
     assert code != 0 and "`demo` is the offline demo's target: run `snakemake --configfile config/demo.yaml" in log
