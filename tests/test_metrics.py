@@ -123,7 +123,7 @@ def test_demo_extractor_deterministic_any_resolution():
     assert feat.shape == (3, 128) and logits.shape == (3, 10) and torch.equal(fe2(x)[0], feat)
     assert feat.std(dim=0).mean() > 1e-3
     M.register_demo_extractor()  # idempotent
-    off, paper = M.extractor_settings(True), M.extractor_settings(False)
+    off, paper = M.extractor_settings("demo"), M.extractor_settings("inception")
     assert off["label"] == M.DEMO_LABEL and paper == dict(
         feature_extractor="inception-v3-compat", layer_fid="2048", layer_isc="logits_unbiased", layer_prc="2048",
         clip_extractor="clip-vit-b-32", layer_clip="clip", label="paper protocol")

@@ -62,7 +62,7 @@ def _batch(images: np.ndarray) -> torch.Tensor:
 
 
 def train_demo_cnn(spec: dict, resolution: int, eval_images: np.ndarray, eval_labels: np.ndarray,
-                         out: str | os.PathLike, log=None, shapes: dict | None = None) -> dict:
+                   out: str | os.PathLike, log=None, shapes: dict | None = None) -> dict:
     """Train DemoCNN on `spec["images"]` fresh shapes (seed `spec["seed"]`; `shapes`: the dataset's other
     make_shapes arguments, e.g. its radius range), `spec["steps"]` Adam steps of `spec["batch"]` at `spec["lr"]`;
     write it (safetensors) and its summary (`.json` beside it): shape accuracy on its training images and on

@@ -264,12 +264,10 @@ FEATURE_EXTRACTORS_REGISTRY["clip-vit-b-32"] = RegistryCLIP
 FEATURE_EXTRACTORS_REGISTRY[DEMO_TRAINED] = DemoCNNExtractor
 
 
-def extractor_settings(mode: str | bool) -> dict:
+def extractor_settings(mode: str) -> dict:
     """Feature extractor names/layers per metric and the result label, by the registry's `metrics.extractor`:
     `inception` (the paper protocol: Inception-v3, CLIP ViT-B/32 for CLIP-FID), `demo-trained` (the CNN the DAG
-    trains on the demo shapes, d2o.demo_cnn, for every demo metric) or `demo` (a fixed random CNN). A bool is
-    the older offline switch (True: `demo`)."""
-    mode = {True: "demo", False: "inception"}.get(mode, mode) if isinstance(mode, bool) else mode
+    trains on the demo shapes, d2o.demo_cnn, for every demo metric) or `demo` (a fixed random CNN)."""
     if mode in ("demo", "demo-trained"):
         name = DEMO_EXTRACTOR if mode == "demo" else DEMO_TRAINED
         return dict(feature_extractor=name, layer_fid="feat", layer_isc="logits", layer_prc="feat",

@@ -61,7 +61,7 @@ def training_weights(t) -> tuple[str, ...]:
             names.append(d.class_embedding)
     if t.offline:
         return tuple(names)
-    elif d is not None and d.type in ("vgg16", "lpips"):
+    if d is not None and d.type in ("vgg16", "lpips"):
         names.append("vgg16")
     if t.uses_cd:
         names.append("vgg16")  # LPIPS' VGG16 backbone
