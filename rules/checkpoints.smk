@@ -51,6 +51,7 @@ rule pretrain_edm:
         spec=lambda wc: config["checkpoints"][wc.pretrain_ckpt]["pretrain"],
         label=config["label"],
     threads: lambda wc: config["checkpoints"][wc.pretrain_ckpt]["pretrain"]["threads"]
+    priority: 10  # the demo's longest job, which every training waits for: started before the demo CNNs
     resources:
         runtime=60,
     log:

@@ -8,7 +8,7 @@ import sys
 from snakemake.exceptions import WorkflowError
 
 from d2o.config import ConfigError, checkpoint_architectures, experiment_settings, metric_features, target_error, validate
-from d2o.datasets import source_state
+from d2o.datasets import shapes_options, source_state
 from d2o.literature import DEFAULT_PATH as LITERATURE_PATH
 from d2o.tables import table10_columns
 from d2o.settings import PARTS, to_dict

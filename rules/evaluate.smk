@@ -90,8 +90,7 @@ rule train_demo_cnn:
         summary=f"{S}/weights/{{demo_cnn}}.json",
     params:
         spec=lambda wc: config["demo_cnns"][wc.demo_cnn],
-        shapes=lambda wc: {k: v for k, v in config["datasets"][config["demo_cnns"][wc.demo_cnn]["dataset"]]["source"].items()
-                           if k == "radius"},
+        shapes=lambda wc: shapes_options(config["datasets"][config["demo_cnns"][wc.demo_cnn]["dataset"]]["source"]),
     threads: 1  # bitwise reproducible (MKL's multi-threaded GEMM balances its work by the machine's load)
     log:
         f"{L}/train_demo_cnn/{{demo_cnn}}.log",

@@ -49,6 +49,27 @@ def test_shapes_deterministic_and_varied():
     assert set(la.tolist()) == {0, 1, 2, 3} and a.std() > 30
 
 
+def test_shapes_options_plain_background_contrast_and_centre():
+    imgs, labels, attrs = make_shapes(64, 16, seed=4, attributes=True, center=(0.45, 0.55), gradient=0.0, contrast=0.6)
+    assert np.array_equal(attrs["bg0"], attrs["bg1"])                          # a plain background
+    assert np.all(np.linalg.norm(attrs["fg"] - attrs["bg0"], axis=1) >= 0.6)   # the shape stands out
+    assert attrs["center"].min() >= 0.45 and attrs["center"].max() <= 0.55
+    assert np.array_equal(imgs[:, 0, 0], np.clip(attrs["bg0"] * 255 + 0.5, 0, 255).astype(np.uint8))   # corner = bg
+    default = make_shapes(64, 16, seed=4, attributes=True)[2]
+    assert not np.array_equal(default["bg0"], default["bg1"])
+    assert np.linalg.norm(default["fg"] - (default["bg0"] + default["bg1"]) / 2, axis=1).min() < 0.6   # the option acts
+    half = make_shapes(64, 16, seed=4, attributes=True, gradient=0.5)[2]      # halfway to the independent second end
+    assert np.allclose(half["bg1"], (default["bg0"] + default["bg1"]) / 2, atol=1e-6)
+
+
+def test_shapes_dataset_reads_its_registry_options(tmp_path):
+    spec = {"resolution": 16, "label_dim": 4, "source": {"kind": "procedural", "format": "shapes", "num_images": 32,
+                                                         "seed": 5, "radius": [0.3, 0.4], "gradient": 0.0}}
+    prepare_dataset(spec, tmp_path / "s.zip")
+    got, _ = read_dataset_zip(tmp_path / "s.zip")
+    assert np.array_equal(got, make_shapes(32, 16, 5, radius=(0.3, 0.4), gradient=0.0)[0])
+
+
 def test_unlabelled_and_bad_shapes(tmp_path):
     write_dataset_zip(tmp_path / "u.zip", make_shapes(4, 16)[0])
     assert read_dataset_zip(tmp_path / "u.zip")[1] is None

@@ -226,12 +226,17 @@ def convert_image_folder(src: str | Path, dest: str | Path, resolution: int, tra
 
 
 def make_shapes(num_images: int, resolution: int = 16, seed: int = 0, attributes: bool = False,
-                radius: tuple[float, float] = (0.15, 0.3)):
+                radius: tuple[float, float] = (0.15, 0.3), center: tuple[float, float] = (0.3, 0.7),
+                gradient: float = 1.0, contrast: float = 0.0):
     """Offline demo data: one coloured disc, square, triangle or ring on a smooth two-colour gradient.
 
     Returns (images uint8 NHWC, labels): labels are the shape class (4 classes). Deterministic in `seed`;
-    anti-aliased by 4x supersampling; shape radius uniform in `radius` (of the image side). `attributes=True` also returns what each scene was drawn from: `fg`, `bg0`,
-    `bg1` (RGB in [0, 1]), `radius`, `center` (x, y) (the trained demo extractor's regression targets).
+    anti-aliased by 4x supersampling. Each scene draws its colours uniformly in [0, 1]^3: the gradient's ends bg0 and
+    bg1, and the shape's fg; `gradient` scales how far bg1 may lie from bg0 (1: independent, 0: a plain background),
+    fg is drawn again while it lies closer than `contrast` (RGB distance) to the background's mean colour. The shape's
+    radius is uniform in `radius` and its centre's x and y in `center` (shares of the image side).
+    `attributes=True` also returns what each scene was drawn from: `fg`, `bg0`, `bg1` (RGB in [0, 1]), `radius`,
+    `center` (x, y) (the trained demo extractor's regression targets).
     """
     rng = np.random.default_rng(seed)
     ss = 4
@@ -243,10 +248,14 @@ def make_shapes(num_images: int, resolution: int = 16, seed: int = 0, attributes
     attrs["radius"] = np.empty(num_images, np.float32)
     for i, cls in enumerate(labels):
         c0, c1, fg = rng.uniform(0, 1, 3), rng.uniform(0, 1, 3), rng.uniform(0, 1, 3)
+        if gradient != 1.0:
+            c1 = c0 + gradient * (c1 - c0)
+        while np.linalg.norm(fg - (c0 + c1) / 2) < contrast:
+            fg = rng.uniform(0, 1, 3)
         angle = rng.uniform(0, 2 * np.pi)
         t = np.clip(0.5 + (xx - 0.5) * np.cos(angle) + (yy - 0.5) * np.sin(angle), 0, 1)[..., None]
         img = c0 * (1 - t) + c1 * t
-        cx, cy = rng.uniform(0.3, 0.7, 2)
+        cx, cy = rng.uniform(*center, 2)
         r = rng.uniform(*radius)
         attrs["fg"][i], attrs["bg0"][i], attrs["bg1"][i], attrs["center"][i], attrs["radius"][i] = fg, c0, c1, (cx, cy), r
         dx, dy = xx - cx, yy - cy
@@ -263,6 +272,14 @@ def make_shapes(num_images: int, resolution: int = 16, seed: int = 0, attributes
         img = img.reshape(resolution, ss, resolution, ss, 3).mean(axis=(1, 3))
         images[i] = np.clip(img * 255 + 0.5, 0, 255).astype(np.uint8)
     return (images, labels, attrs) if attributes else (images, labels)
+
+
+SHAPES_OPTIONS = ("radius", "center", "gradient", "contrast")
+
+
+def shapes_options(source: dict) -> dict:
+    """make_shapes keyword arguments of a registry `datasets.<name>.source` of format shapes (the keys it sets)."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in source.items() if k in SHAPES_OPTIONS}
 
 
 def _check_count(name: str, where, images: int, classes: int | None, expected: dict) -> None:
@@ -313,8 +330,7 @@ def prepare_dataset(spec: dict, dest: str | Path, source_file: str | Path | None
     src, res = spec["source"], spec["resolution"]
     fmt, expected = src["format"], spec.get("expected", {})
     if fmt == "shapes":
-        images, labels = make_shapes(src.get("num_images", 2048), res, src.get("seed", 0),
-                                     radius=tuple(src.get("radius", (0.15, 0.3))))
+        images, labels = make_shapes(src.get("num_images", 2048), res, src.get("seed", 0), **shapes_options(src))
         _check_count(name, "procedural source", len(images), len(set(labels.tolist())), expected)
         return write_dataset_zip(dest, images, labels if spec["label_dim"] else None, total=len(images))
     if fmt == "cifar10":

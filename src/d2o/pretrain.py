@@ -1,7 +1,8 @@
 """Diffusion pre-training of a (tiny) EDM with EDM's loss: the offline demo's stand-in for the official checkpoints.
 
-Same network classes as the paper's checkpoints (d2o.edm), EDM's loss (log-normal sigma, P_mean -1.2, P_std 1.2,
-EDM weighting), Adam, EMA by half-life; no augmentation. Written in the project's model format.
+Same network classes as the paper's checkpoints (d2o.edm), EDM's loss (log-normal sigma, EDM's P_mean -1.2 and
+P_std 1.2 unless the spec sets them, EDM weighting), Adam, EMA by half-life; no augmentation. Written in the
+project's model format.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def pretrain_edm(spec: dict, dataset_zip: str | Path, output: str | Path, label:
     net = model_io.build(spec["network"].get("class", "EDMPrecond"), **net_kwargs).train()
     ema = copy.deepcopy(net).eval().requires_grad_(False)
     opt = torch.optim.Adam(net.parameters(), lr=spec["lr"], betas=(0.9, 0.999), eps=1e-8)
-    loss_fn = EDMLoss()
+    loss_fn = EDMLoss(P_mean=spec.get("P_mean", -1.2), P_std=spec.get("P_std", 1.2))
     batch, total = spec["batch"], round(spec["kimg"] * 1000)
     nimg, t0, last_log, losses = 0, time.time(), 0, []
     while nimg < total:
