@@ -30,6 +30,7 @@ rule prepare_dataset:
         name=lambda wc: wc.dataset,
         # a manual source's fingerprint: a completed (or changed) download rebuilds the zip
         source_state=lambda wc: manual_source_state(wc.dataset),
+    priority: 10  # the first job of every training chain (Snakemake passes no priority down to a job's inputs)
     localrule: True
     log:
         f"{L}/prepare_dataset/{{dataset}}.log",

@@ -54,3 +54,23 @@ def test_demo_needs_the_demo_registry():
     assert code != 0 and "`demo` is the offline demo's target: run `snakemake --configfile config/demo.yaml" in log
     code, log = _dry_run("demo", "--configfile", "config/demo.yaml", "--quiet", "rules")
     assert code == 0 and "train" in log
+
+
+def test_the_longest_work_is_scheduled_first():
+    """On the demo's 2 cores, the dataset and the tiny EDM's pre-training start first (every training waits for them),
+    then the trainings longest first (planned kimg: 313-iteration runs before the 31-iteration ablation rows)."""
+    code, log = _dry_run("demo", "--configfile", "config/demo.yaml")
+    assert code == 0, log[-2000:]
+    priority = {}
+    for job in log.split("\n["):                                   # one block per job, after its time stamp
+        lines = [line.strip() for line in job.splitlines()]
+        rule = next((line.split()[-1].rstrip(":") for line in lines if line.endswith(":") and "rule " in line), None)
+        wildcards = next((line.split(": ", 1)[1] for line in lines if line.startswith("wildcards:")), "")
+        value = next((float(line.split()[-1]) for line in lines if line.startswith("priority:")), 0.0)
+        if rule:
+            priority[(rule, wildcards)] = value
+    assert priority[("prepare_dataset", "dataset=shapes16")] == 10
+    assert priority[("pretrain_edm", "pretrain_ckpt=tiny-edm")] == 10
+    assert priority[("train", "train_experiment=demo-d2o")] == 10 == priority[("train", "train_experiment=demo-scratch")]
+    assert priority[("train", "train_experiment=demo-no-r1")] == 1
+    assert priority[("train_demo_cnn", "demo_cnn=demo-cnn")] == 0
