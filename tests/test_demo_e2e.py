@@ -107,8 +107,8 @@ def test_the_demo_shows_the_papers_claims_at_toy_scale(demo_dir):
     """With the trained demo extractor (it reads the shapes: accuracy recorded beside it), the demo ranks the runs as
     the paper's claims predict, within stated margins: the one-step generators near the tiny EDM's 18-step Heun
     sampler (35 network evaluations), the diffusion-pretrained generator far ahead of the same GAN training from
-    scratch. Margins are loose: the test guards training quality, not the third digit (measured on 2 cores: EDM 37.2,
-    D2O-F 68.5, D2O 126.4, scratch 311.9; at this budget D2O-F is the closer to EDM, as in the paper's Table 4)."""
+    scratch. Margins are loose: the test guards training quality, not the third digit (measured on 2 cores: EDM 38.9,
+    D2O-F 79.3, D2O 88.9, scratch 311.9)."""
     import json
 
     accuracy = {p.stem: json.loads(p.read_text())["shape_accuracy"] for p in (demo_dir.parents[1] / "resources/demo/weights").glob("*.json")}
