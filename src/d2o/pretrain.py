@@ -31,7 +31,7 @@ def pretrain_edm(spec: dict, dataset_zip: str | Path, output: str | Path, label:
     net = model_io.build(spec["network"].get("class", "EDMPrecond"), **net_kwargs).train()
     ema = copy.deepcopy(net).eval().requires_grad_(False)
     opt = torch.optim.Adam(net.parameters(), lr=spec["lr"], betas=(0.9, 0.999), eps=1e-8)
-    loss_fn = EDMLoss(P_mean=spec.get("P_mean", -1.2), P_std=spec.get("P_std", 1.2))
+    loss_fn = EDMLoss(**{k: spec[k] for k in ("P_mean", "P_std") if k in spec})   # EDM's defaults otherwise
     batch, total = spec["batch"], round(spec["kimg"] * 1000)
     nimg, t0, last_log, losses = 0, time.time(), 0, []
     while nimg < total:
