@@ -62,3 +62,21 @@ rule pretrain_edm:
         "../envs/gpu.yaml"
     script:
         "../workflow/scripts/pretrain_edm.py"
+
+
+rule checkpoint_header:
+    """A checkpoint's class and kwargs without its weights, for random-init runs: built from the registry's
+    pre-training spec (no need to wait for the pre-training), or read from the converted checkpoint."""
+    input:
+        lambda wc: [] if "pretrain" in config["checkpoints"][wc.ckpt] else ancient(checkpoint_model(wc.ckpt)),
+    output:
+        f"{R}/checkpoints/{{ckpt}}.header.safetensors",
+    params:
+        pretrain=lambda wc: config["checkpoints"][wc.ckpt].get("pretrain"),
+    localrule: True
+    log:
+        f"{L}/checkpoint_header/{{ckpt}}.log",
+    conda:
+        "../envs/local.yaml"
+    script:
+        "../workflow/scripts/checkpoint_header.py"

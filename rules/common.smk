@@ -79,6 +79,11 @@ def checkpoint_model(ckpt):
     return f"{R}/checkpoints/{ckpt}.safetensors"
 
 
+def checkpoint_header_file(ckpt):
+    """The checkpoint's network without weights, written by the checkpoint_header rule, for random-init runs."""
+    return f"{R}/checkpoints/{ckpt}.header.safetensors"
+
+
 def weight_file(name):
     """A registry weight converted for the jobs (rules/weights.smk; d2o.weights)."""
     return f"{S}/weights/{name}.safetensors"
@@ -155,11 +160,13 @@ def dataset_download_url(wildcards):
 
 def train_inputs(wildcards):
     """The training settings (a change retrains), and, read as they are (`ancient`: their content is hashed into the
-    run identity by the trainer), the execution settings, the dataset and the checkpoints."""
+    run identity by the trainer), the execution settings, the dataset and the checkpoints: a random-init run reads
+    only its checkpoint's network header (it neither waits for nor reruns with the weights), unless it distils them."""
     name = wildcards.train_experiment
     t = EXPERIMENTS[name].training
+    init = checkpoint_header_file(t.init) if t.fresh_init else checkpoint_model(t.init)
     inputs = {"training": settings_file(name, "training"), "execution": ancient(settings_file(name, "execution")),
-              "dataset": ancient(dataset_zip(t.dataset)), "init": ancient(checkpoint_model(t.init))}
+              "dataset": ancient(dataset_zip(t.dataset)), "init": ancient(init)}
     if t.discriminator is not None and t.discriminator.init:  # a GAN-pretrained discriminator (Table 1)
         inputs["d_init"] = ancient(checkpoint_model(t.discriminator.init))
     inputs["weights"] = [ancient(weight_file(n)) for n in training_weights(t)]  # pretrained networks, class embedding

@@ -84,3 +84,22 @@ def test_load_network_dispatches_on_content_and_converts(tmp_path, net):
 def test_build_rejects_unknown_class():
     with pytest.raises(KeyError, match="NoSuchNet"):
         model_io.build("training.networks.NoSuchNet")
+
+
+def test_a_header_only_file_builds_the_network_fresh_and_never_loads_as_weights(tmp_path, net):
+    path = model_io.save_header("EDMPrecond", TINY, tmp_path / "h.safetensors", extra={"checkpoint": "x"})
+    with safe_open(str(path), framework="pt") as f:
+        assert list(f.keys()) == []                                # no tensors
+    header = model_io.read_header(path)
+    assert header["init_kwargs"] == json.loads(json.dumps(TINY)) and header["extra"]["header_only"] is True
+    torch.manual_seed(3)
+    fresh = model_io.build_fresh(path)
+    torch.manual_seed(3)
+    assert _same(fresh, model_io.build("EDMPrecond", **TINY))     # the class's own init, at the current seed
+    model_path = model_io.save_model(net, tmp_path / "m.safetensors")
+    torch.manual_seed(3)
+    assert _same(model_io.build_fresh(model_path), fresh)         # a model file's header: its weights are not read
+    with pytest.raises(ValueError, match="a header-only file .*build_fresh"):
+        model_io.load_model(path)
+    with pytest.raises(KeyError, match="unknown network class 'NoNet'"):
+        model_io.save_header("NoNet", {}, tmp_path / "bad.safetensors")

@@ -56,21 +56,41 @@ def test_demo_needs_the_demo_registry():
     assert code == 0 and "train" in log
 
 
+def _jobs(log):
+    """(rule, wildcards) -> {"priority": float, "input": [paths]} of a dry run's job blocks."""
+    jobs = {}
+    for job in log.split("\n["):                                   # one block per job, after its time stamp
+        lines = [line.strip() for line in job.splitlines()]
+        rule = next((line.split()[-1].rstrip(":") for line in lines if line.endswith(":") and "rule " in line), None)
+        wildcards = next((line.split(": ", 1)[1] for line in lines if line.startswith("wildcards:")), "")
+        if rule:
+            jobs[(rule, wildcards)] = {
+                "priority": next((float(line.split()[-1]) for line in lines if line.startswith("priority:")), 0.0),
+                "input": next((line.split(": ", 1)[1].split(", ") for line in lines if line.startswith("input:")), [])}
+    return jobs
+
+
 def test_the_longest_work_is_scheduled_first():
     """On the demo's 2 cores, the dataset and the tiny EDM's pre-training start first (every training waits for them),
     then the trainings longest first (planned kimg: 313-iteration runs before the 31-iteration ablation rows)."""
     code, log = _dry_run("demo", "--configfile", "config/demo.yaml")
     assert code == 0, log[-2000:]
-    priority = {}
-    for job in log.split("\n["):                                   # one block per job, after its time stamp
-        lines = [line.strip() for line in job.splitlines()]
-        rule = next((line.split()[-1].rstrip(":") for line in lines if line.endswith(":") and "rule " in line), None)
-        wildcards = next((line.split(": ", 1)[1] for line in lines if line.startswith("wildcards:")), "")
-        value = next((float(line.split()[-1]) for line in lines if line.startswith("priority:")), 0.0)
-        if rule:
-            priority[(rule, wildcards)] = value
+    priority = {job: v["priority"] for job, v in _jobs(log).items()}
     assert priority[("prepare_dataset", "dataset=shapes16")] == 10
     assert priority[("pretrain_edm", "pretrain_ckpt=tiny-edm")] == 10
     assert priority[("train", "train_experiment=demo-d2o")] == 10 == priority[("train", "train_experiment=demo-scratch")]
     assert priority[("train", "train_experiment=demo-no-r1")] == 1
     assert priority[("train_demo_cnn", "demo_cnn=demo-cnn")] == 0
+
+
+def test_a_random_init_run_reads_the_network_header_not_the_weights():
+    """demo-scratch (init_weights: random) needs only tiny-edm's architecture, so it starts beside the pre-training
+    instead of after it; the pre-trained runs read the weights."""
+    code, log = _dry_run("demo", "--configfile", "config/demo.yaml")
+    assert code == 0, log[-2000:]
+    jobs = _jobs(log)
+    scratch = jobs[("train", "train_experiment=demo-scratch")]["input"]
+    assert "results/demo/checkpoints/tiny-edm.header.safetensors" in scratch, scratch
+    assert "results/demo/checkpoints/tiny-edm.safetensors" not in scratch, scratch
+    assert jobs[("checkpoint_header", "ckpt=tiny-edm")]["input"] == []          # from the registry: no pre-training
+    assert "results/demo/checkpoints/tiny-edm.safetensors" in jobs[("train", "train_experiment=demo-d2o")]["input"]

@@ -97,6 +97,22 @@ def test_gan_moves_and_writes_outputs(toy, tmp_path):
     assert ema_changed
 
 
+def test_a_random_init_run_from_the_header_equals_one_from_the_checkpoint(toy, tmp_path):
+    """init_weights random: the run reads only the checkpoint's network header (rule checkpoint_header), and starts from
+    the same fresh weights as it would from the whole checkpoint file."""
+    root, exp = toy
+    exp = dict(exp, init_weights="random")
+    header = model_io.save_header("EDMPrecond", NET, tmp_path / "init.header.safetensors")
+    e = Experiment.from_resolved(exp)
+    assert e.training.fresh_init
+    a = Trainer(e.name, e.training, e.execution, tmp_path / "a", root / "data.zip", root / "init.safetensors")
+    b = Trainer(e.name, e.training, e.execution, tmp_path / "b", root / "data.zip", header)
+    sa, sb = a.G.state_dict(), b.G.state_dict()
+    assert list(sa) == list(sb) and all(torch.equal(sa[k], sb[k]) for k in sa)
+    init = model_io.load_network(root / "init.safetensors").state_dict()
+    assert not torch.equal(sa["model.enc.16x16_conv.weight"], init["model.enc.16x16_conv.weight"])   # fresh, not copied
+
+
 def test_stop_and_resume_is_bitwise_identical(toy, tmp_path):
     root, exp = toy
     a, _ = _run(root, exp, tmp_path / "a")

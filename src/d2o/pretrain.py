@@ -22,13 +22,18 @@ from d2o.edm.loss import EDMLoss
 log = logging.getLogger("d2o.pretrain")
 
 
+def network_of(spec: dict) -> tuple[str, dict]:
+    """The (class name, init kwargs) of a `checkpoints.<name>.pretrain` spec's network."""
+    return spec["network"].get("class", "EDMPrecond"), {k: v for k, v in spec["network"].items() if k != "class"}
+
+
 def pretrain_edm(spec: dict, dataset_zip: str | Path, output: str | Path, label: str = "") -> dict:
     """Pre-train per a registry `checkpoints.<name>.pretrain` spec; returns a summary dict."""
     torch.manual_seed(spec.get("seed", 0))
     images, _ = read_dataset_zip(dataset_zip)
     data = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
-    net_kwargs = {k: v for k, v in spec["network"].items() if k != "class"}
-    net = model_io.build(spec["network"].get("class", "EDMPrecond"), **net_kwargs).train()
+    class_name, net_kwargs = network_of(spec)
+    net = model_io.build(class_name, **net_kwargs).train()
     ema = copy.deepcopy(net).eval().requires_grad_(False)
     opt = torch.optim.Adam(net.parameters(), lr=spec["lr"], betas=(0.9, 0.999), eps=1e-8)
     loss_fn = EDMLoss(**{k: spec[k] for k in ("P_mean", "P_std") if k in spec})   # EDM's defaults otherwise

@@ -137,6 +137,12 @@ class Training:
         return self.method in ("cd", "gan+cd")
 
     @property
+    def fresh_init(self) -> bool:
+        """The generator starts from fresh weights and nothing reads the checkpoint's (no CD teacher): the run needs
+        only the checkpoint's network header (rule checkpoint_header)."""
+        return self.init_weights == "random" and not self.uses_cd
+
+    @property
     def total_img(self) -> int:
         return round(self.duration_mimg * 1e6)
 

@@ -109,7 +109,8 @@ class Trainer:
         sampler = InfiniteSampler if t.data_order == "authors" else EpochSampler
         self.sampler = sampler(len(self.images), t.seed, replicas=t.batch // self.batch_gpu)
 
-        init = model_io.load_network(init_path)
+        # a fresh-init run reads only the network header (built before the seed, so the generator's init is the same)
+        init = model_io.build_fresh(init_path) if t.fresh_init else model_io.load_network(init_path)
         torch.manual_seed(t.seed)  # the fresh initialisation of `init_weights: random` runs
         self.G = build_generator(init, self.label_dim, t.init_weights, use_fp16=t.precision == "bf16").to(self.device).train()
         self.frozen = freezing.freeze(self.G.model, t.freeze, authors_rule=t.freeze_rule == "authors")

@@ -8,6 +8,9 @@ Tensors are the module's `state_dict()`; loading is strict. Unlike a pickle, rea
 
 A module can only be saved if it knows its init kwargs: modules from `build(...)`, `load_model(...)` or
 `d2o.edm.persistence.load_edm_pickle(...)` carry them in `module._d2o_init = (class_name, kwargs)`.
+
+A header-only file (`save_header`: the header, no tensors) records a network's class and kwargs without weights: what
+a random-init run reads (`build_fresh`), so it depends on the checkpoint's architecture, never on its weights.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ from safetensors.torch import save_file
 from d2o.edm.persistence import EDMPickleError, instantiate_with, load_edm_pickle
 from d2o.io import atomic_path
 
-__all__ = ["FORMAT_VERSION", "build", "save_model", "load_model", "load_network", "convert_edm_pickle", "read_header"]
+__all__ = ["FORMAT_VERSION", "build", "build_fresh", "save_model", "save_header", "load_model", "load_network",
+           "convert_edm_pickle", "read_header"]
 
 FORMAT_VERSION = 1
 HEADER_KEY = "d2o_header"
@@ -53,6 +57,20 @@ def build(class_name: str, **kwargs) -> torch.nn.Module:
     return net
 
 
+def _write(path: str | os.PathLike, class_name: str, kwargs: dict, extra: dict | None,
+           tensors: dict[str, torch.Tensor], where: str) -> Path:
+    header = {"format_version": FORMAT_VERSION, "class": class_name,
+              "init_kwargs": _json_kwargs(kwargs, f"{where}({path})"), "extra": dict(extra or {})}
+    try:
+        header_json = json.dumps(header, allow_nan=True)
+    except TypeError as e:
+        raise TypeError(f"{where}({path}): `extra` is not JSON-serialisable: {e}") from e
+    path = Path(path)
+    with atomic_path(path, suffix=".safetensors") as tmp:
+        save_file(tensors, str(tmp), metadata={HEADER_KEY: header_json})
+    return path
+
+
 def save_model(net: torch.nn.Module, path: str | os.PathLike, extra: dict | None = None) -> Path:
     """Write `net` (weights + class + init kwargs + `extra`) to `path` atomically in the project format."""
     init = getattr(net, "_d2o_init", None)
@@ -60,18 +78,23 @@ def save_model(net: torch.nn.Module, path: str | os.PathLike, extra: dict | None
         raise ValueError(f"save_model({type(net).__name__} -> {path}): the module does not record its init kwargs. "
                          "Create it with d2o.edm.model_io.build(class_name, **kwargs), load_model or load_edm_pickle, "
                          "or set net._d2o_init = (class_name, kwargs) yourself.")
-    class_name, kwargs = init
-    header = {"format_version": FORMAT_VERSION, "class": class_name,
-              "init_kwargs": _json_kwargs(kwargs, f"save_model({path})"), "extra": dict(extra or {})}
-    try:
-        header_json = json.dumps(header, allow_nan=True)
-    except TypeError as e:
-        raise TypeError(f"save_model({path}): `extra` is not JSON-serialisable: {e}") from e
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in net.state_dict().items()}
-    path = Path(path)
-    with atomic_path(path, suffix=".safetensors") as tmp:
-        save_file(tensors, str(tmp), metadata={HEADER_KEY: header_json})
-    return path
+    return _write(path, *init, extra, tensors, "save_model")
+
+
+def save_header(class_name: str, kwargs: dict, path: str | os.PathLike, extra: dict | None = None) -> Path:
+    """Write a header-only project file (class, init kwargs, `extra`; no tensors) atomically: a network without weights."""
+    if class_name.rsplit(".", 1)[-1] not in _classes():
+        raise KeyError(f"save_header({path}): unknown network class {class_name!r}; known: {sorted(_classes())}")
+    return _write(path, class_name.rsplit(".", 1)[-1], kwargs, {**dict(extra or {}), "header_only": True}, {},
+                  "save_header")
+
+
+def build_fresh(path: str | os.PathLike) -> torch.nn.Module:
+    """A freshly initialised network (the current torch seed) of the class and kwargs in `path`'s header: a model file
+    or a header-only one; no tensor is read."""
+    header = read_header(path)
+    return build(header["class"], **header["init_kwargs"])
 
 
 def read_header(path: str | os.PathLike) -> dict:
@@ -91,6 +114,10 @@ def read_header(path: str | os.PathLike) -> dict:
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> torch.nn.Module:
     """Rebuild the network stored at `path` (strict weight load), in eval mode, requires_grad False."""
     header = read_header(path)
+    if header.get("extra", {}).get("header_only"):
+        raise ValueError(f"{path}: a header-only file ({header['class']} without weights, written by save_header for "
+                         "random-init runs); load its architecture with d2o.edm.model_io.build_fresh, or load the "
+                         "checkpoint itself")
     with safe_open(str(path), framework="pt", device="cpu") as f:
         tensors = {k: f.get_tensor(k) for k in f.keys()}
     try:
