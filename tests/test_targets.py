@@ -72,13 +72,13 @@ def _jobs(log):
 
 def test_the_longest_work_is_scheduled_first():
     """On the demo's 2 cores, the dataset and the tiny EDM's pre-training start first (every training waits for them),
-    then the trainings longest first (planned kimg: 313-iteration runs before the 31-iteration ablation rows)."""
+    then the trainings longest first (planned kimg: 469-iteration runs before the 31-iteration ablation rows)."""
     code, log = _dry_run("demo", "--configfile", "config/demo.yaml")
     assert code == 0, log[-2000:]
     priority = {job: v["priority"] for job, v in _jobs(log).items()}
     assert priority[("prepare_dataset", "dataset=shapes16")] == 10
     assert priority[("pretrain_edm", "pretrain_ckpt=tiny-edm")] == 10
-    assert priority[("train", "train_experiment=demo-d2o")] == 10 == priority[("train", "train_experiment=demo-scratch")]
+    assert priority[("train", "train_experiment=demo-d2o")] == 15 == priority[("train", "train_experiment=demo-scratch")]
     assert priority[("train", "train_experiment=demo-no-r1")] == 1
     assert priority[("train_demo_cnn", "demo_cnn=demo-cnn")] == 0
 
