@@ -307,12 +307,20 @@ def train_runtime(wildcards, attempt):
 
 def train_priority(wildcards):
     """Longest first: a training's planned kimg, so that on a few cores the long runs start before the short ones, which
-    then fill the gaps beside them (the demo: one 313-iteration run no longer waits behind the ablation rows)."""
+    then fill the gaps beside them (the demo: a 469-iteration run does not wait behind the ablation rows)."""
     return exp(wildcards, "train_experiment").training.duration_mimg * 1000
 
 
-# a callable priority needs Snakemake's Rule.expand_priority (snakemake/snakemake#3253); older 9.x: no priority
-TRAIN_PRIORITY = train_priority if hasattr(SnakemakeRule, "expand_priority") else 0
+def demo_cnn_priority(wildcards):
+    """A demo CNN that a training reads (the discriminator's backbone) with the pre-training, before the metric
+    extractor, which only the evaluations read: the scratch run (no pre-trained weights) can start beside it."""
+    return 10 if any(e.training is not None and wildcards.demo_cnn in training_weights(e.training)
+                     for e in EXPERIMENTS.values()) else 0
+
+
+def callable_priority(function):
+    """A callable priority needs Snakemake's Rule.expand_priority (snakemake/snakemake#3253); older 9.x: none."""
+    return function if hasattr(SnakemakeRule, "expand_priority") else 0
 
 
 def train_threads(wildcards):

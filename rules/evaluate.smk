@@ -92,6 +92,7 @@ rule train_demo_cnn:
         spec=lambda wc: config["demo_cnns"][wc.demo_cnn],
         shapes=lambda wc: shapes_options(config["datasets"][config["demo_cnns"][wc.demo_cnn]["dataset"]]["source"]),
     threads: 1  # bitwise reproducible (MKL's multi-threaded GEMM balances its work by the machine's load)
+    priority: callable_priority(demo_cnn_priority)
     log:
         f"{L}/train_demo_cnn/{{demo_cnn}}.log",
     benchmark:

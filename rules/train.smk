@@ -32,7 +32,7 @@ rule train:
         runs_dir=lambda wc: f"{R}/{wc.train_experiment}/runs",
         d_init=d_init_arg,
     threads: train_threads
-    priority: TRAIN_PRIORITY
+    priority: callable_priority(train_priority)
     resources:
         gpu=train_gpus,
         runtime=train_runtime,

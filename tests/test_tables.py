@@ -106,6 +106,16 @@ def test_table3_shares_header():
     assert "Conv (paper 85.8%)" in md0
 
 
+def test_rows_of_different_training_budgets_are_named_in_a_note():
+    same = {f"freeze{i}": dict(full_entry(i), training_mimg=0.015) for i in range(4)}
+    _, md = tables.make_table("table3", same, LIT, PAPER)
+    assert "Training budgets differ" not in md
+    short = dict(same, freeze2=dict(same["freeze2"], training_mimg=0.001), freeze3=dict(same["freeze3"], training_mimg=0.001))
+    tex, md = tables.make_table("table3", short, LIT, PAPER)
+    assert ("Training budgets differ between rows (compare rows of equal budget): run_0, run_1 0.015 Mimg; "
+            "run_2, run_3 0.001 Mimg.") in md and "Training budgets differ" in tex
+
+
 def test_table10_from_the_paper_registry():
     """Rendered from config/config.yaml: one column per dataset (D2O and D2O-F merged), ours beside the paper's in
     every cell, differing cells marked; the registry follows Table 10, so nothing differs."""

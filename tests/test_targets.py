@@ -71,8 +71,8 @@ def _jobs(log):
 
 
 def test_the_longest_work_is_scheduled_first():
-    """On the demo's 2 cores, the dataset and the tiny EDM's pre-training start first (every training waits for them),
-    then the trainings longest first (planned kimg: 469-iteration runs before the 31-iteration ablation rows)."""
+    """On the demo's 2 cores, the dataset, the tiny EDM's pre-training and the discriminator's backbone start first
+    (every training waits for them), then the trainings longest first (planned kimg: 469-iteration runs before the 31-iteration ablation rows)."""
     code, log = _dry_run("demo", "--configfile", "config/demo.yaml")
     assert code == 0, log[-2000:]
     priority = {job: v["priority"] for job, v in _jobs(log).items()}
@@ -80,7 +80,8 @@ def test_the_longest_work_is_scheduled_first():
     assert priority[("pretrain_edm", "pretrain_ckpt=tiny-edm")] == 10
     assert priority[("train", "train_experiment=demo-d2o")] == 15 == priority[("train", "train_experiment=demo-scratch")]
     assert priority[("train", "train_experiment=demo-no-r1")] == 1
-    assert priority[("train_demo_cnn", "demo_cnn=demo-cnn")] == 0
+    assert priority[("train_demo_cnn", "demo_cnn=demo-cnn")] == 10       # the D backbone: scratch's last input
+    assert priority[("train_demo_cnn", "demo_cnn=demo-metric-cnn")] == 0  # read by the evaluations only
 
 
 def test_a_random_init_run_reads_the_network_header_not_the_weights():

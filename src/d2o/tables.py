@@ -246,7 +246,23 @@ def _build(name: str, data: dict, lit: Literature):
     if picks:
         notes.append(f"{BEST.capitalize()}: the snapshot with the lowest snapshot FID (eval.snapshot_num_samples images), "
                      f"then evaluated like the final model: {'; '.join(dict.fromkeys(picks))}.")
+    budgets = _budgets(spec, data)
+    if len(budgets) > 1:
+        notes.append("Training budgets differ between rows (compare rows of equal budget): " + "; ".join(
+            f"{', '.join(names)} {mimg:g} Mimg" for mimg, names in sorted(budgets.items(), reverse=True)) + ".")
     return spec.title, headers, sections, notes
+
+
+def _budgets(spec: Spec, data: dict) -> dict[float, list[str]]:
+    """Training images (Mimg) -> our runs in the table trained on that many (final models; sampler baselines have none)."""
+    out: dict[float, list[str]] = {}
+    for sec in spec.sections:
+        for o in sec.ours:
+            for slot in _slots(o):
+                d = data.get(slot) or {}
+                if d.get("training_mimg") is not None and d.get("experiment") not in out.get(d["training_mimg"], []):
+                    out.setdefault(d["training_mimg"], []).append(d["experiment"])
+    return out
 
 
 def _slots(o: Ours) -> list[str]:

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
-
-import torch
 
 
 def setup_logging(log_path: str | None = None, level=logging.INFO) -> logging.Logger:
@@ -26,11 +25,21 @@ def from_snakemake(smk) -> logging.Logger:
     from d2o.io import check_writable
 
     check_writable(smk.output)
-    torch.set_num_threads(max(1, int(getattr(smk, "threads", 1) or 1)))
+    limit_threads(max(1, int(getattr(smk, "threads", 1) or 1)))
     return setup_logging(smk.log[0] if len(smk.log) else None)
 
 
-def device() -> torch.device:
+def limit_threads(n: int) -> None:
+    """torch's CPU threads: set now if torch is loaded, else through the OpenMP / MKL environment it reads when it
+    loads (a job that never imports torch, such as a settings, table or figure job, does not pay its ~1 s start-up)."""
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(n)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(n)
+
+
+def device():
+    import torch
+
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
