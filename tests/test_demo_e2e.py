@@ -106,15 +106,16 @@ def _fid(demo_dir, name):
 def test_the_demo_shows_the_papers_claims_at_toy_scale(demo_dir):
     """With the trained demo extractor (it reads the shapes: accuracy recorded beside it), the demo ranks the runs as
     the paper's claims predict, within stated margins: the one-step generators near the tiny EDM's 18-step Heun
-    sampler (35 network evaluations), the diffusion-pretrained generator far ahead of the same GAN training from
-    scratch. Margins are loose: the test guards training quality, not the third digit (measured on 2 cores: EDM 38.9,
-    D2O-F 79.3, D2O 88.9, scratch 311.9)."""
+    sampler (35 network evaluations), D2O-F near D2O, the diffusion-pretrained generator far ahead of the same GAN
+    training from scratch. Margins are loose: the test guards training quality, not the third digit (measured on 2
+    cores: EDM 39.7, D2O 58.2, D2O-F 85.5, scratch 272.3; with training seeds 1 and 2, the 15-kimg snapshots scored
+    on 512 samples: D2O 70.6 and 63.9, D2O-F 93.2 and 76.3)."""
     import json
 
     accuracy = {p.stem: json.loads(p.read_text())["shape_accuracy"] for p in (demo_dir.parents[1] / "resources/demo/weights").glob("*.json")}
     assert set(accuracy) == {"demo-metric-cnn", "demo-cnn"} and min(accuracy.values()) > 0.9, accuracy
     edm, d2o, d2o_f, scratch = (_fid(demo_dir, n) for n in ("demo-edm", "demo-d2o", "demo-d2o-f", "demo-scratch"))
     assert edm < 60, edm                                     # the tiny EDM draws the shapes
-    assert d2o_f < 2.5 * edm, (d2o_f, edm)                  # one step within 2.5x the FID of 35 evaluations
-    assert d2o < 5 * edm, (d2o, edm)
+    assert d2o < 2.5 * edm, (d2o, edm)                      # one step within 2.5x the FID of 35 evaluations
+    assert d2o_f < 3 * edm and d2o_f < 2 * d2o, (d2o_f, d2o, edm)   # freezing the convolutions costs little
     assert scratch > 2 * max(d2o, d2o_f), (scratch, d2o, d2o_f)   # pretraining is what makes GAN fine-tuning work
