@@ -55,7 +55,8 @@ def test_forward_equals_edm(name):
                 **{k: f32(v) for k, v in extra.items()})
         assert d.dtype == torch.float32
         assert rel_err(d.numpy(), fx["precond_out"]) <= 1e-5, rel_err(d.numpy(), fx["precond_out"])
-        np.testing.assert_allclose(net.round_sigma(torch.tensor([0.01, 0.5, 70.0])).numpy(), fx["round_sigma"], rtol=1e-7)
+        # iDDPM's levels u come from float32 sin: a few ulps apart between CPUs' vector units (EDM's code alike)
+        np.testing.assert_allclose(net.round_sigma(torch.tensor([0.01, 0.5, 70.0])).numpy(), fx["round_sigma"], rtol=1e-6)
 
 
 def _count(net):
