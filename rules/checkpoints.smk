@@ -71,8 +71,8 @@ rule checkpoint_header:
         lambda wc: [] if "pretrain" in config["checkpoints"][wc.ckpt] else ancient(checkpoint_model(wc.ckpt)),
     output:
         f"{R}/checkpoints/{{ckpt}}.header.safetensors",
-    params:
-        pretrain=lambda wc: config["checkpoints"][wc.ckpt].get("pretrain"),
+    params:  # the network only: a change of the pre-training's other keys does not touch the random-init runs
+        network=lambda wc: config["checkpoints"][wc.ckpt].get("pretrain", {}).get("network"),
     localrule: True
     log:
         f"{L}/checkpoint_header/{{ckpt}}.log",

@@ -151,6 +151,39 @@ def manual_source_state(dataset):
     return source_state(src["path"]) if src["kind"] == "manual" else ""
 
 
+def _made_by(spec):
+    """A registry entry as it makes a file: its text left out."""
+    return {k: v for k, v in spec.items() if k != "description"}
+
+
+def training_upstream(name):
+    """What makes a training's dataset, checkpoints and weights (their registry entries, text left out): a param of its
+    training settings. The train job reads those files as they are (`ancient`), so without it an edit of the tiny EDM's
+    pre-training, of a dataset or of a demo CNN would leave the runs made from the old files in place. A random-init
+    run depends on its checkpoint's network only; a downloaded file on the url and sha256 that pin it."""
+    t = EXPERIMENTS[name].training
+
+    def dataset(n):
+        return _made_by(config["datasets"][n])
+
+    def checkpoint(n, network_only=False):
+        spec = config["checkpoints"][n]
+        if "pretrain" not in spec:
+            return _made_by(spec)
+        return spec["pretrain"]["network"] if network_only else {**_made_by(spec), "dataset": dataset(spec["dataset"])}
+
+    def weight(n):
+        if n in config["weights"]:
+            return _made_by(config["weights"][n])
+        return {**config["demo_cnns"][n], "dataset": dataset(config["demo_cnns"][n]["dataset"])}
+
+    upstream = {"dataset": dataset(t.dataset), "init": checkpoint(t.init, network_only=t.fresh_init),
+                "weights": {n: weight(n) for n in training_weights(t)}}
+    if t.discriminator is not None and t.discriminator.init:
+        upstream["discriminator_init"] = checkpoint(t.discriminator.init)
+    return upstream
+
+
 def dataset_download_url(wildcards):
     src = config["datasets"][wildcards.dataset]["source"]
     if src["kind"] != "download":
@@ -160,7 +193,8 @@ def dataset_download_url(wildcards):
 
 def train_inputs(wildcards):
     """The training settings (a change retrains), and, read as they are (`ancient`: their content is hashed into the
-    run identity by the trainer), the execution settings, the dataset and the checkpoints: a random-init run reads
+    run identity by the trainer, and an edit of what makes them reruns the settings through their `upstream` param,
+    training_upstream), the execution settings, the dataset and the checkpoints: a random-init run reads
     only its checkpoint's network header (it neither waits for nor reruns with the weights), unless it distils them."""
     name = wildcards.train_experiment
     t = EXPERIMENTS[name].training

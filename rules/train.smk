@@ -6,12 +6,14 @@
 
 rule settings:
     """One part of an experiment's typed settings (d2o.settings). Its params are the part itself, so Snakemake's
-    params trigger rewrites the file only when that part changes, and only the jobs reading it rerun."""
+    params trigger rewrites the file only when that part changes, and only the jobs reading it rerun; the training
+    part also when what makes the run's input files changes (training_upstream, manual_source_state)."""
     output:
         f"{R}/{{experiment}}/settings/{{part}}.json",
     params:
         part=lambda wc: EXPERIMENTS[wc.experiment].part(wc.part),
         dataset_source=lambda wc: manual_source_state(EXPERIMENTS[wc.experiment].dataset) if wc.part == "training" else "",
+        upstream=lambda wc: training_upstream(wc.experiment) if wc.part == "training" and wc.experiment in TRAIN else "",
     localrule: True
     log:
         f"{L}/settings/{{experiment}}-{{part}}.log",

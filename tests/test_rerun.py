@@ -1,7 +1,8 @@
 """What reruns when an experiment is edited, at the DAG level (the demo registry in a temporary directory; slow):
 a changed training setting retrains from scratch into its own run directory (the model equals a fresh run in an
 empty directory, bitwise on CPU); a description or resources edit plans nothing; an evaluation edit reruns sampling
-and metrics only; --forcerun train retrains from scratch."""
+and metrics only; an edit of what makes a run's input files (a checkpoint's pre-training, the dataset) retrains it;
+--forcerun train retrains from scratch."""
 import hashlib
 import shutil
 import subprocess
@@ -13,6 +14,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = "results/demo/demo-d2o/model.safetensors"
+SCRATCH = "results/demo/demo-scratch/model.safetensors"   # init_weights: random
 
 
 def _registry(**d2o_keys):
@@ -49,9 +51,19 @@ def _digest(path):
 def test_what_reruns_after_an_edit(tmp_path):
     work = tmp_path / "work"
     cfg = _registry()
-    _snakemake(work, cfg, MODEL)
+    _snakemake(work, cfg, MODEL, SCRATCH)
     first = _digest(work / MODEL)
     assert _planned(work, cfg) == set()
+
+    # what makes an input file (the files are read as they are): the tiny EDM's pre-training retrains its fine-tunings,
+    # not the random-init run (its network header only); the dataset both
+    longer = _registry()
+    longer["checkpoints"]["tiny-edm"]["pretrain"]["kimg"] = 3
+    assert _planned(work, longer) == {"pretrain_edm", "settings", "train"} and _planned(work, longer, SCRATCH) == set()
+    other = _registry()
+    other["datasets"]["shapes16"]["source"]["contrast"] = 0.5
+    assert {"prepare_dataset", "settings", "train"} <= _planned(work, other, SCRATCH)
+    assert _planned(work, _registry(), SCRATCH) == set()
 
     # text and resources: nothing reruns
     assert _planned(work, _registry(description="another text")) == set()

@@ -22,9 +22,9 @@ from d2o.edm.loss import EDMLoss
 log = logging.getLogger("d2o.pretrain")
 
 
-def network_of(spec: dict) -> tuple[str, dict]:
-    """The (class name, init kwargs) of a `checkpoints.<name>.pretrain` spec's network."""
-    return spec["network"].get("class", "EDMPrecond"), {k: v for k, v in spec["network"].items() if k != "class"}
+def network_of(network: dict) -> tuple[str, dict]:
+    """The (class name, init kwargs) of a `checkpoints.<name>.pretrain.network` entry."""
+    return network.get("class", "EDMPrecond"), {k: v for k, v in network.items() if k != "class"}
 
 
 def pretrain_edm(spec: dict, dataset_zip: str | Path, output: str | Path, label: str = "") -> dict:
@@ -32,7 +32,7 @@ def pretrain_edm(spec: dict, dataset_zip: str | Path, output: str | Path, label:
     torch.manual_seed(spec.get("seed", 0))
     images, _ = read_dataset_zip(dataset_zip)
     data = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
-    class_name, net_kwargs = network_of(spec)
+    class_name, net_kwargs = network_of(spec["network"])
     net = model_io.build(class_name, **net_kwargs).train()
     ema = copy.deepcopy(net).eval().requires_grad_(False)
     opt = torch.optim.Adam(net.parameters(), lr=spec["lr"], betas=(0.9, 0.999), eps=1e-8)

@@ -6,8 +6,8 @@ from d2o.workflow import from_snakemake
 
 log = from_snakemake(snakemake)
 name, dst = snakemake.wildcards.ckpt, snakemake.output[0]
-if snakemake.params.pretrain is not None:
-    class_name, kwargs = network_of(snakemake.params.pretrain)
+if snakemake.params.network is not None:
+    class_name, kwargs = network_of(snakemake.params.network)
     source = f"checkpoints.{name}.pretrain.network"
 else:
     header = read_header(snakemake.input[0])
