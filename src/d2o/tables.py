@@ -233,36 +233,26 @@ def _build(name: str, data: dict, lit: Literature):
         sections.append((sec.title, rows))
     notes = list(spec.notes)
     picks = []
-    for sec in spec.sections:
-        for o in sec.ours:
-            for slot in _slots(o):
-                fd = (data.get(slot) or {}).get("fid_dataset")
-                if fd is not None:
-                    notes.append(f"{o.label} ({slot}): FID vs statistics of the prepared dataset = {fmt(fd)}.")
-                b = (data.get(slot) or {}).get("best")
-                if b:
-                    picks.append(f"{b['experiment']} at {fmt(b['training_mimg'], 3)} Mimg (snapshot FID "
-                                 f"{fmt(b.get('snapshot_fid'))})")
-    if picks:
-        notes.append(f"{BEST.capitalize()}: the snapshot with the lowest snapshot FID (eval.snapshot_num_samples images), "
-                     f"then evaluated like the final model: {'; '.join(dict.fromkeys(picks))}.")
-    budgets = _budgets(spec, data)
-    if len(budgets) > 1:
-        notes.append("Training budgets differ between rows (compare rows of equal budget): " + "; ".join(
-            f"{', '.join(names)} {mimg:g} Mimg" for mimg, names in sorted(budgets.items(), reverse=True)) + ".")
-    return spec.title, headers, sections, notes
-
-
-def _budgets(spec: Spec, data: dict) -> dict[float, list[str]]:
-    """Training images (Mimg) -> our runs in the table trained on that many (final models; sampler baselines have none)."""
-    out: dict[float, list[str]] = {}
+    budgets: dict[float, dict[str, None]] = {}  # training Mimg -> our runs (final models; sampler baselines have none)
     for sec in spec.sections:
         for o in sec.ours:
             for slot in _slots(o):
                 d = data.get(slot) or {}
-                if d.get("training_mimg") is not None and d.get("experiment") not in out.get(d["training_mimg"], []):
-                    out.setdefault(d["training_mimg"], []).append(d["experiment"])
-    return out
+                if d.get("fid_dataset") is not None:
+                    notes.append(f"{o.label} ({slot}): FID vs statistics of the prepared dataset = {fmt(d['fid_dataset'])}.")
+                b = d.get("best")
+                if b:
+                    picks.append(f"{b['experiment']} at {fmt(b['training_mimg'], 3)} Mimg (snapshot FID "
+                                 f"{fmt(b.get('snapshot_fid'))})")
+                if d.get("training_mimg") is not None:
+                    budgets.setdefault(d["training_mimg"], {})[d["experiment"]] = None
+    if picks:
+        notes.append(f"{BEST.capitalize()}: the snapshot with the lowest snapshot FID (eval.snapshot_num_samples images), "
+                     f"then evaluated like the final model: {'; '.join(dict.fromkeys(picks))}.")
+    if len(budgets) > 1:
+        notes.append("Training budgets differ between rows (compare rows of equal budget): " + "; ".join(
+            f"{', '.join(names)} {mimg:g} Mimg" for mimg, names in sorted(budgets.items(), reverse=True)) + ".")
+    return spec.title, headers, sections, notes
 
 
 def _slots(o: Ours) -> list[str]:

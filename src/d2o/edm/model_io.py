@@ -46,13 +46,18 @@ def _json_kwargs(kwargs: dict, where: str) -> dict:
         raise TypeError(f"{where}: init kwargs {kwargs!r} are not JSON-serialisable: {e}") from e
 
 
+def _class_name(class_name: str, where: str) -> str:
+    """The bare project class name of an (EDM, maybe dotted) class name; a KeyError naming the known ones otherwise."""
+    name = class_name.rsplit(".", 1)[-1]
+    if name not in _classes():
+        raise KeyError(f"{where}: unknown network class {class_name!r}; known: {sorted(_classes())}")
+    return name
+
+
 def build(class_name: str, **kwargs) -> torch.nn.Module:
     """Build a project network by (EDM) class name and remember how: `net._d2o_init = (class_name, kwargs)`."""
-    classes = _classes()
-    name = class_name.rsplit(".", 1)[-1]
-    if name not in classes:
-        raise KeyError(f"d2o.edm.model_io.build: unknown network class {class_name!r}; known: {sorted(classes)}")
-    net = classes[name](**kwargs)
+    name = _class_name(class_name, "d2o.edm.model_io.build")
+    net = _classes()[name](**kwargs)
     net._d2o_init = (name, dict(kwargs))
     return net
 
@@ -84,10 +89,8 @@ def save_model(net: torch.nn.Module, path: str | os.PathLike, extra: dict | None
 
 def save_header(class_name: str, kwargs: dict, path: str | os.PathLike, extra: dict | None = None) -> Path:
     """Write a header-only project file (class, init kwargs, `extra`; no tensors) atomically: a network without weights."""
-    if class_name.rsplit(".", 1)[-1] not in _classes():
-        raise KeyError(f"save_header({path}): unknown network class {class_name!r}; known: {sorted(_classes())}")
-    return _write(path, class_name.rsplit(".", 1)[-1], kwargs, {**dict(extra or {}), "header_only": True}, {},
-                  "save_header")
+    return _write(path, _class_name(class_name, f"save_header({path})"), kwargs,
+                  {**dict(extra or {}), "header_only": True}, {}, "save_header")
 
 
 def build_fresh(path: str | os.PathLike) -> torch.nn.Module:
