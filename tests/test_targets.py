@@ -70,12 +70,18 @@ def _jobs(log):
     return jobs
 
 
-def test_the_longest_work_is_scheduled_first():
-    """On the demo's 2 cores, the dataset, the tiny EDM's pre-training and the discriminator's backbone start first
-    (every training waits for them), then the trainings longest first (planned kimg: 469-iteration runs before the 31-iteration ablation rows)."""
+@pytest.fixture(scope="module")
+def demo_jobs():
+    """The demo DAG's planned jobs (one dry run for the tests that read them)."""
     code, log = _dry_run("demo", "--configfile", "config/demo.yaml")
     assert code == 0, log[-2000:]
-    priority = {job: v["priority"] for job, v in _jobs(log).items()}
+    return _jobs(log)
+
+
+def test_the_longest_work_is_scheduled_first(demo_jobs):
+    """On the demo's 2 cores, the dataset, the tiny EDM's pre-training and the discriminator's backbone start first
+    (every training waits for them), then the trainings longest first (planned kimg: 469-iteration runs before the 31-iteration ablation rows)."""
+    priority = {job: v["priority"] for job, v in demo_jobs.items()}
     assert priority[("prepare_dataset", "dataset=shapes16")] == 10
     assert priority[("pretrain_edm", "pretrain_ckpt=tiny-edm")] == 10
     assert priority[("train", "train_experiment=demo-d2o")] == 15 == priority[("train", "train_experiment=demo-scratch")]
@@ -84,14 +90,11 @@ def test_the_longest_work_is_scheduled_first():
     assert priority[("train_demo_cnn", "demo_cnn=demo-metric-cnn")] == 0  # read by the evaluations only
 
 
-def test_a_random_init_run_reads_the_network_header_not_the_weights():
+def test_a_random_init_run_reads_the_network_header_not_the_weights(demo_jobs):
     """demo-scratch (init_weights: random) needs only tiny-edm's architecture, so it starts beside the pre-training
     instead of after it; the pre-trained runs read the weights."""
-    code, log = _dry_run("demo", "--configfile", "config/demo.yaml")
-    assert code == 0, log[-2000:]
-    jobs = _jobs(log)
-    scratch = jobs[("train", "train_experiment=demo-scratch")]["input"]
+    scratch = demo_jobs[("train", "train_experiment=demo-scratch")]["input"]
     assert "results/demo/checkpoints/tiny-edm.header.safetensors" in scratch, scratch
     assert "results/demo/checkpoints/tiny-edm.safetensors" not in scratch, scratch
-    assert jobs[("checkpoint_header", "ckpt=tiny-edm")]["input"] == []          # from the registry: no pre-training
-    assert "results/demo/checkpoints/tiny-edm.safetensors" in jobs[("train", "train_experiment=demo-d2o")]["input"]
+    assert demo_jobs[("checkpoint_header", "ckpt=tiny-edm")]["input"] == []          # from the registry: no pre-training
+    assert "results/demo/checkpoints/tiny-edm.safetensors" in demo_jobs[("train", "train_experiment=demo-d2o")]["input"]

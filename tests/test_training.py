@@ -113,6 +113,25 @@ def test_a_random_init_run_from_the_header_equals_one_from_the_checkpoint(toy, t
     assert not torch.equal(sa["model.enc.16x16_conv.weight"], init["model.enc.16x16_conv.weight"])   # fresh, not copied
 
 
+def test_the_real_ncsnpp_starts_random_init_from_its_header_alone(tmp_path):
+    """The paper's CIFAR-10 NCSN++ (EDM's released kwargs, random weights): the generator of a random-init run built
+    from the header-only file equals the one built from the whole network, as the Trainer builds them."""
+    from d2o.edm.released import released_network
+    from d2o.generator import build_generator
+
+    kwargs = released_network("edm-cifar10-uncond")
+    net = model_io.build("EDMPrecond", **kwargs)
+    header = model_io.save_header("EDMPrecond", kwargs, tmp_path / "edm.header.safetensors")
+    assert header.stat().st_size < 100_000                        # the architecture, not ~56M weights
+    fresh = model_io.build_fresh(header)                          # built before the seed, as in the Trainer
+    torch.manual_seed(7)
+    a = build_generator(net, 0, "random").state_dict()
+    torch.manual_seed(7)
+    b = build_generator(fresh, 0, "random").state_dict()
+    assert sum(v.numel() for v in a.values()) > 50e6
+    assert list(a) == list(b) and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_stop_and_resume_is_bitwise_identical(toy, tmp_path):
     root, exp = toy
     a, _ = _run(root, exp, tmp_path / "a")
